@@ -1,0 +1,2 @@
+//! upd-channel: publish signed upd channels.
+fn main() {}

@@ -1,0 +1,1 @@
+//! sysext compatibility rules, as systemd-sysext applies them at merge time.

@@ -1,0 +1,1 @@
+//! Reading files from inside squashfs and erofs images.

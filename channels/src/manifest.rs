@@ -1,0 +1,1 @@
+//! The channel manifest schema and its strict validation.

@@ -1,0 +1,1 @@
+//! Untrusted names and relative paths from manifests, checked at the boundary.

@@ -1,0 +1,1 @@
+//! A parser for os-release and extension-release files (systemd format).

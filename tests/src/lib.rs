@@ -1,0 +1,1 @@
+//! Fixtures for the end-to-end suites: sandbox roots, real images, keys, channels and servers built at test time.

@@ -1,0 +1,2 @@
+//! upd: command-line entry point; only dispatches.
+fn main() {}
