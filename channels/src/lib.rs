@@ -5,3 +5,4 @@ pub mod image;
 pub mod manifest;
 pub mod name;
 pub mod osrelease;
+pub mod serve;

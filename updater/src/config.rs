@@ -1,0 +1,1 @@
+//! Layered KEY=VALUE configuration: /usr/lib < /run < /etc, drop-ins in name order, validated settings.

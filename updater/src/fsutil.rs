@@ -1,0 +1,127 @@
+//! Durable file operations: the one atomic-write helper, directory fsync and rename-promotion.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Prefix of every temporary entry upd creates; entries with it are swept at the start of a run.
+pub const TMP_PREFIX: &str = ".upd-tmp-";
+
+/// An I/O error that names the path it happened on.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct PathError {
+    /// What was being done ("write", "rename", ...).
+    pub op: &'static str,
+    /// The path involved.
+    pub path: PathBuf,
+    /// The underlying error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl PathError {
+    /// Wrap `source` with the operation and path it belongs to.
+    pub fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
+        Self { op, path: path.to_path_buf(), source }
+    }
+}
+
+/// The temporary sibling used while writing `path` durably.
+pub fn tmp_sibling(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{TMP_PREFIX}{name}.{}", std::process::id()))
+}
+
+/// fsync a directory, so that renames and creations inside it survive power loss.
+pub fn sync_dir(dir: &Path) -> Result<(), PathError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| PathError::new("fsync directory", dir, e))
+}
+
+/// Rename `from` over `to` and fsync the destination directory.
+pub fn rename_durable(from: &Path, to: &Path) -> Result<(), PathError> {
+    fs::rename(from, to).map_err(|e| PathError::new("rename onto", to, e))?;
+    sync_dir(to.parent().unwrap_or(Path::new("/")))
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory, write, fsync, rename, fsync the directory.
+pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PathError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir).map_err(|e| PathError::new("create directory", dir, e))?;
+    let tmp = tmp_sibling(path);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| PathError::new("create", &tmp, e))?;
+        f.write_all(bytes).map_err(|e| PathError::new("write", &tmp, e))?;
+        f.sync_all().map_err(|e| PathError::new("fsync", &tmp, e))?;
+        rename_durable(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Replace (or create) the symlink `link` so that it points at `target`, atomically by rename.
+pub fn symlink_atomic(target: &Path, link: &Path) -> Result<(), PathError> {
+    let tmp = tmp_sibling(link);
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| PathError::new("create symlink", &tmp, e))?;
+    rename_durable(&tmp, link)
+}
+
+/// Remove leftovers carrying [`TMP_PREFIX`] from `dir` (missing directory is fine).
+pub fn sweep_tmp(dir: &Path) -> Result<usize, PathError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(PathError::new("read directory", dir, e)),
+    };
+    let mut n = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| PathError::new("read directory", dir, e))?;
+        if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            let p = entry.path();
+            let r = if p.is_dir() && !p.is_symlink() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            r.map_err(|e| PathError::new("remove leftover", &p, e))?;
+            n += 1;
+        }
+    }
+    if n > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        atomic_write(&p, b"one", 0o644).unwrap();
+        atomic_write(&p, b"two", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn symlink_switch_and_sweep() {
+        let d = tempfile::tempdir().unwrap();
+        let link = d.path().join("a.raw");
+        symlink_atomic(Path::new("/x/1"), &link).unwrap();
+        symlink_atomic(Path::new("/x/2"), &link).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("/x/2"));
+        fs::write(d.path().join(format!("{TMP_PREFIX}junk")), b"").unwrap();
+        assert_eq!(sweep_tmp(d.path()).unwrap(), 1);
+        assert!(link.is_symlink());
+    }
+}

@@ -1,0 +1,1 @@
+//! The process lock, so that two upd never act at once.

@@ -1,0 +1,1 @@
+//! The versioned state file: generations, highest manifest serial seen, switch journal, history.

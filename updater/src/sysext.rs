@@ -1,0 +1,1 @@
+//! Running systemd-sysext and checking the merged set against the expected one.
