@@ -274,7 +274,7 @@ pub fn mount_fstype(mountinfo: &str, mount_point: &Path) -> Option<String> {
             let fstype = tail.split(' ').next()?;
             (point == wanted).then(|| fstype.to_string())
         })
-        .last()
+        .next_back()
 }
 
 /// Undo mountinfo's octal escapes (`\040` for a space and so on).
