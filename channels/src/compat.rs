@@ -1,1 +1,540 @@
 //! sysext compatibility rules, as systemd-sysext applies them at merge time.
+//!
+//! The rules follow systemd 252's `extension_release_validate()` (src/shared/extension-release.c)
+//! step by step, plus the naming rule of the image dissection that precedes it: an image
+//! `NAME.raw` (or a directory `NAME`) must carry `usr/lib/extension-release.d/extension-release.NAME`.
+//! As in systemd, a field set to the empty string counts as absent.
+
+use std::fmt;
+
+use crate::osrelease::{HostIdentity, OsRelease};
+
+/// The scopes an extension without `SYSEXT_SCOPE=` is good for (systemd 252 default).
+pub const DEFAULT_SCOPES: [&str; 2] = ["system", "portable"];
+
+/// The rule that makes systemd-sysext skip an extension, with the values on both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incompatible {
+    /// The release file is named after another image than the one it is in.
+    ReleaseFileName {
+        /// The image name without `.raw`, which the release file must carry.
+        image: String,
+        /// The NAME of the `extension-release.NAME` file found.
+        found: String,
+    },
+    /// The extension-release file sets no field at all.
+    EmptyRelease {
+        /// The image name.
+        image: String,
+    },
+    /// `SYSEXT_SCOPE=` does not list the scope the host merges in.
+    Scope {
+        /// The image name.
+        image: String,
+        /// The extension's scopes (the default "system portable" when unset).
+        extension: Vec<String>,
+        /// The host's scope, "system" for systemd-sysext.
+        host: String,
+    },
+    /// `ARCHITECTURE=` names another architecture than the host's.
+    Architecture {
+        /// The image name.
+        image: String,
+        /// The extension's architecture.
+        extension: String,
+        /// The host's architecture.
+        host: String,
+    },
+    /// The extension has no `ID=`.
+    MissingId {
+        /// The image name.
+        image: String,
+        /// The host's ID it would have had to match.
+        host: String,
+    },
+    /// `ID=` names another OS than the host's.
+    Id {
+        /// The image name.
+        image: String,
+        /// The extension's ID.
+        extension: String,
+        /// The host's ID.
+        host: String,
+    },
+    /// Both declare `SYSEXT_LEVEL=` and the levels differ.
+    SysextLevel {
+        /// The image name.
+        image: String,
+        /// The extension's level.
+        extension: String,
+        /// The host's level.
+        host: String,
+    },
+    /// The host has a `VERSION_ID=` (and no shared SYSEXT_LEVEL) but the extension has none.
+    MissingVersionId {
+        /// The image name.
+        image: String,
+        /// The host's VERSION_ID.
+        host: String,
+    },
+    /// `VERSION_ID=` differs from the host's.
+    VersionId {
+        /// The image name.
+        image: String,
+        /// The extension's VERSION_ID.
+        extension: String,
+        /// The host's VERSION_ID.
+        host: String,
+    },
+}
+
+impl fmt::Display for Incompatible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Incompatible::*;
+        match self {
+            ReleaseFileName { image, found } => write!(
+                f,
+                "image '{image}' carries extension-release.{found}, but systemd-sysext only accepts \
+                 extension-release.{image} (the release file must be named after the image)"
+            ),
+            EmptyRelease { image } => write!(f, "extension '{image}' has an empty extension-release file"),
+            Scope { image, extension, host } => write!(
+                f,
+                "extension '{image}' is for scope '{}', not for the host's '{host}' scope",
+                extension.join(" ")
+            ),
+            Architecture { image, extension, host } => {
+                write!(f, "extension '{image}' is built for architecture {extension}, the host is {host}")
+            }
+            MissingId { image, host } => write!(
+                f,
+                "extension '{image}' has no ID in its extension-release (it must be '{host}' or '_any')"
+            ),
+            Id { image, extension, host } => {
+                write!(f, "extension '{image}' is built for OS '{extension}', the host is '{host}'")
+            }
+            SysextLevel { image, extension, host } => {
+                write!(f, "extension '{image}' is built for SYSEXT_LEVEL {extension}, the host has {host}")
+            }
+            MissingVersionId { image, host } => write!(
+                f,
+                "extension '{image}' declares no VERSION_ID (nor a SYSEXT_LEVEL the host shares), \
+                 the host has VERSION_ID {host}"
+            ),
+            VersionId { image, extension, host } => {
+                write!(f, "extension '{image}' is built for VERSION_ID {extension}, the host has {host}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Incompatible {}
+
+/// The name systemd gives an image: the file name without `.raw` (a directory keeps its name).
+pub fn image_base_name(image_name: &str) -> &str {
+    image_name.strip_suffix(".raw").unwrap_or(image_name)
+}
+
+/// Decides whether systemd-sysext would merge the extension `image_name` (`foo.raw` or `foo`),
+/// whose release file is `extension-release.<release_file_name>` with contents `ext`, onto `host`.
+pub fn check(
+    image_name: &str,
+    release_file_name: &str,
+    ext: &OsRelease,
+    host: &HostIdentity,
+) -> Result<(), Incompatible> {
+    let image = image_base_name(image_name).to_string();
+    // 0. The dissection only looks for extension-release.<image name>.
+    if release_file_name != image {
+        return Err(Incompatible::ReleaseFileName {
+            image,
+            found: release_file_name.to_string(),
+        });
+    }
+    // 1. No extension-release data at all: ignored.
+    if ext.is_empty() {
+        return Err(Incompatible::EmptyRelease { image });
+    }
+    // 2. SYSEXT_SCOPE, when the host has a scope: absent means "system portable".
+    if let Some(scope) = &host.scope {
+        let scopes: Vec<String> = match ext.sysext_scope() {
+            Some(s) => s.split_ascii_whitespace().map(str::to_string).collect(),
+            None => DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+        };
+        if !scopes.contains(scope) {
+            return Err(Incompatible::Scope {
+                image,
+                extension: scopes,
+                host: scope.clone(),
+            });
+        }
+    }
+    // 3. ARCHITECTURE, when present and not "_any", must be the host's.
+    if let Some(arch) = ext.get_nonempty("ARCHITECTURE") {
+        if arch != "_any" && arch != host.architecture {
+            let (extension, host) = (arch.to_string(), host.architecture.clone());
+            return Err(Incompatible::Architecture {
+                image,
+                extension,
+                host,
+            });
+        }
+    }
+    // 4. ID is required.
+    let Some(id) = ext.get_nonempty("ID") else {
+        return Err(Incompatible::MissingId {
+            image,
+            host: host.id.clone(),
+        });
+    };
+    // 5. ID "_any": no host OS dependency, no version needed.
+    if id == "_any" {
+        return Ok(());
+    }
+    // 6. Otherwise the ID must be the host's.
+    if id != host.id {
+        return Err(Incompatible::Id {
+            image,
+            extension: id.to_string(),
+            host: host.id.clone(),
+        });
+    }
+    check_version(image, ext, host)
+}
+
+/// Steps 7-9: the version rules, once the ID matched.
+fn check_version(image: String, ext: &OsRelease, host: &HostIdentity) -> Result<(), Incompatible> {
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let (host_version, host_level) = (nonempty(&host.version_id), nonempty(&host.sysext_level));
+    // 7. A rolling host (neither VERSION_ID nor SYSEXT_LEVEL) accepts any version.
+    if host_version.is_none() && host_level.is_none() {
+        return Ok(());
+    }
+    // 8. When both sides declare SYSEXT_LEVEL, it alone decides.
+    if let (Some(host), Some(ext_level)) = (host_level, ext.get_nonempty("SYSEXT_LEVEL")) {
+        if ext_level != host {
+            return Err(Incompatible::SysextLevel {
+                image,
+                extension: ext_level.to_string(),
+                host,
+            });
+        }
+        return Ok(());
+    }
+    // 9. Otherwise, if the host has a VERSION_ID, the extension's must exist and be equal.
+    if let Some(host) = host_version {
+        match ext.get_nonempty("VERSION_ID") {
+            None => return Err(Incompatible::MissingVersionId { image, host }),
+            Some(v) if v != host => {
+                return Err(Incompatible::VersionId {
+                    image,
+                    extension: v.to_string(),
+                    host,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host built the way systemd-sysext 252 sees it: os-release fields, uname arch, scope "system".
+    fn host(id: &str, version: Option<&str>, level: Option<&str>) -> HostIdentity {
+        HostIdentity {
+            id: id.to_string(),
+            version_id: version.map(str::to_string),
+            sysext_level: level.map(str::to_string),
+            architecture: "x86-64".to_string(),
+            scope: Some("system".to_string()),
+        }
+    }
+
+    fn rel(text: &str) -> OsRelease {
+        OsRelease::parse(text).unwrap()
+    }
+
+    fn s(v: &str) -> String {
+        v.to_string()
+    }
+
+    #[test]
+    fn rules_match_systemd_252() {
+        let flatcar = host("flatcar", Some("13"), None);
+        let leveled = host("flatcar", Some("13"), Some("1.0"));
+        let rolling = host("arch", None, None);
+        let level_only = host("flatcar", None, Some("1"));
+        let img = || s("docker");
+        // (why, host, extension-release text, expected verdict)
+        let rows: Vec<(&str, &HostIdentity, &str, Result<(), Incompatible>)> = vec![
+            // 252 source: "A sysext with no host OS dependency ... can match '_any' host OS,
+            // and VERSION_ID or SYSEXT_LEVEL are not required anywhere".
+            ("_any ID needs no version", &flatcar, "ID=_any\n", Ok(())),
+            (
+                "_any ID ignores a wrong VERSION_ID",
+                &flatcar,
+                "ID=_any\nVERSION_ID=1\n",
+                Ok(()),
+            ),
+            // systemd-sysext(8): ID must match; then SYSEXT_LEVEL if present, else VERSION_ID.
+            (
+                "same ID and VERSION_ID",
+                &flatcar,
+                "ID=flatcar\nVERSION_ID=13\n",
+                Ok(()),
+            ),
+            (
+                "VERSION_ID differs",
+                &flatcar,
+                "ID=flatcar\nVERSION_ID=12\n",
+                Err(Incompatible::VersionId {
+                    image: img(),
+                    extension: s("12"),
+                    host: s("13"),
+                }),
+            ),
+            (
+                "ID differs",
+                &flatcar,
+                "ID=fedora\nVERSION_ID=13\n",
+                Err(Incompatible::Id {
+                    image: img(),
+                    extension: s("fedora"),
+                    host: s("flatcar"),
+                }),
+            ),
+            // 252 source: "If the extension has a sysext API level declared, then it must match
+            // the host API level. Otherwise, compare OS version as a whole".
+            (
+                "SYSEXT_LEVEL on both sides wins over VERSION_ID",
+                &leveled,
+                "ID=flatcar\nSYSEXT_LEVEL=1.0\nVERSION_ID=7\n",
+                Ok(()),
+            ),
+            (
+                "SYSEXT_LEVEL on both sides differs",
+                &leveled,
+                "ID=flatcar\nSYSEXT_LEVEL=2\nVERSION_ID=13\n",
+                Err(Incompatible::SysextLevel {
+                    image: img(),
+                    extension: s("2"),
+                    host: s("1.0"),
+                }),
+            ),
+            (
+                "SYSEXT_LEVEL only on the extension: VERSION_ID decides",
+                &flatcar,
+                "ID=flatcar\nSYSEXT_LEVEL=1.0\nVERSION_ID=12\n",
+                Err(Incompatible::VersionId {
+                    image: img(),
+                    extension: s("12"),
+                    host: s("13"),
+                }),
+            ),
+            (
+                "SYSEXT_LEVEL only on the host: VERSION_ID decides",
+                &leveled,
+                "ID=flatcar\nVERSION_ID=13\n",
+                Ok(()),
+            ),
+            (
+                "SYSEXT_LEVEL only on the host, VERSION_ID missing",
+                &leveled,
+                "ID=flatcar\n",
+                Err(Incompatible::MissingVersionId {
+                    image: img(),
+                    host: s("13"),
+                }),
+            ),
+            // 252 source: host with SYSEXT_LEVEL but no VERSION_ID and no level on the
+            // extension falls through every branch and matches.
+            (
+                "host level only, extension unversioned",
+                &level_only,
+                "ID=flatcar\n",
+                Ok(()),
+            ),
+            // 252 source: "Rolling releases do not typically set VERSION_ID (eg: ArchLinux)".
+            (
+                "rolling host, any version",
+                &rolling,
+                "ID=arch\nVERSION_ID=whatever\n",
+                Ok(()),
+            ),
+            ("rolling host, no version", &rolling, "ID=arch\n", Ok(())),
+            // 252 source: ARCHITECTURE "present and not '_any' must match the host".
+            (
+                "arch absent",
+                &flatcar,
+                "ID=flatcar\nVERSION_ID=13\n",
+                Ok(()),
+            ),
+            (
+                "arch _any",
+                &flatcar,
+                "ID=flatcar\nVERSION_ID=13\nARCHITECTURE=_any\n",
+                Ok(()),
+            ),
+            (
+                "arch empty counts as absent",
+                &flatcar,
+                "ID=flatcar\nVERSION_ID=13\nARCHITECTURE=\n",
+                Ok(()),
+            ),
+            (
+                "arch equal",
+                &flatcar,
+                "ID=flatcar\nVERSION_ID=13\nARCHITECTURE=x86-64\n",
+                Ok(()),
+            ),
+            (
+                "arch mismatch, checked before ID",
+                &flatcar,
+                "ID=_any\nARCHITECTURE=arm64\n",
+                Err(Incompatible::Architecture {
+                    image: img(),
+                    extension: s("arm64"),
+                    host: s("x86-64"),
+                }),
+            ),
+            // systemd-sysext(8): SYSEXT_SCOPE defaults to "system portable".
+            (
+                "scope absent means system portable",
+                &flatcar,
+                "ID=_any\n",
+                Ok(()),
+            ),
+            (
+                "scope lists system",
+                &flatcar,
+                "ID=_any\nSYSEXT_SCOPE=\"portable  system\"\n",
+                Ok(()),
+            ),
+            (
+                "scope portable-only refused for system",
+                &flatcar,
+                "ID=_any\nSYSEXT_SCOPE=portable\n",
+                Err(Incompatible::Scope {
+                    image: img(),
+                    extension: vec![s("portable")],
+                    host: s("system"),
+                }),
+            ),
+            (
+                "scope present but empty lists nothing",
+                &flatcar,
+                "ID=_any\nSYSEXT_SCOPE=\n",
+                Err(Incompatible::Scope {
+                    image: img(),
+                    extension: vec![],
+                    host: s("system"),
+                }),
+            ),
+            // 252 source: "does not contain ID in extension-release but requested to match".
+            (
+                "missing ID",
+                &flatcar,
+                "VERSION_ID=13\n",
+                Err(Incompatible::MissingId {
+                    image: img(),
+                    host: s("flatcar"),
+                }),
+            ),
+            (
+                "empty ID is missing",
+                &flatcar,
+                "ID=\n",
+                Err(Incompatible::MissingId {
+                    image: img(),
+                    host: s("flatcar"),
+                }),
+            ),
+            // 252 source: "carries no extension-release data, ignoring extension".
+            (
+                "empty release",
+                &flatcar,
+                "# nothing\n",
+                Err(Incompatible::EmptyRelease { image: img() }),
+            ),
+        ];
+        for (why, host, text, want) in rows {
+            assert_eq!(
+                check("docker.raw", "docker", &rel(text), host),
+                want,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn release_file_must_be_named_after_the_image() {
+        // systemd-sysext(8): the file must be extension-release.IMAGE, IMAGE without ".raw".
+        let h = host("flatcar", Some("13"), None);
+        let ok = rel("ID=flatcar\nVERSION_ID=13\n");
+        assert_eq!(check("docker.raw", "docker", &ok, &h), Ok(()));
+        assert_eq!(
+            check("docker", "docker", &ok, &h),
+            Ok(()),
+            "a directory image keeps its name"
+        );
+        let want = Incompatible::ReleaseFileName {
+            image: s("docker"),
+            found: s("podman"),
+        };
+        assert_eq!(check("docker.raw", "podman", &ok, &h), Err(want.clone()));
+        assert!(want
+            .to_string()
+            .contains("image 'docker' carries extension-release.podman"));
+        let raw = Incompatible::ReleaseFileName {
+            image: s("docker"),
+            found: s("docker.raw"),
+        };
+        assert_eq!(check("docker.raw", "docker.raw", &ok, &h), Err(raw));
+    }
+
+    #[test]
+    fn no_host_scope_skips_the_scope_rule() {
+        // 252 source: the scope is only checked "if (host_sysext_scope)".
+        let mut h = host("flatcar", None, None);
+        h.scope = None;
+        assert_eq!(
+            check(
+                "x.raw",
+                "x",
+                &rel("ID=flatcar\nSYSEXT_SCOPE=portable\n"),
+                &h
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn messages_name_both_values() {
+        let h = host("flatcar", Some("13"), None);
+        let err = check(
+            "docker.raw",
+            "docker",
+            &rel("ID=flatcar\nVERSION_ID=12\n"),
+            &h,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "extension 'docker' is built for VERSION_ID 12, the host has 13"
+        );
+        let err = check(
+            "docker.raw",
+            "docker",
+            &rel("ID=_any\nARCHITECTURE=arm64\n"),
+            &h,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "extension 'docker' is built for architecture arm64, the host is x86-64"
+        );
+    }
+}
