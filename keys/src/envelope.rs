@@ -140,6 +140,11 @@ impl Envelope {
         &self.payload_type
     }
 
+    /// The payload before any verification; only for reading a root's own keys from it.
+    pub(crate) fn unverified_payload(&self) -> &[u8] {
+        &self.payload
+    }
+
     /// The signatures as found.
     pub fn signatures(&self) -> &[Signature] {
         &self.signatures
