@@ -264,6 +264,19 @@ mod tests {
     }
 
     #[test]
+    fn openssl_style_pkcs8_v1_loads_rfc8032_vector() {
+        // `openssl genpkey -algorithm ed25519 -outform DER` writes v1 (no public key); the
+        // public key derived from RFC 8032 test 1's secret must be the published one.
+        let seed = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+        let der = hex::decode(format!("302e020100300506032b657004220420{seed}")).unwrap();
+        let key = SigningKey::from_pkcs8(&der).unwrap();
+        assert_eq!(
+            hex::encode(key.public().as_bytes()),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        );
+    }
+
+    #[test]
     fn garbage_is_not_a_key() {
         // Random bytes are rejected with a message naming the source.
         let err = SigningKey::from_pkcs8(b"not a key").unwrap_err();

@@ -7,10 +7,19 @@ use crate::error::{KeyError, Result};
 use crate::root::{RootDocument, MAX_ROOT_LEN, ROOT_PAYLOAD_TYPE};
 
 /// A root whose signatures were checked, kept with the exact envelope bytes it came from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TrustedRoot {
     doc: RootDocument,
     envelope: Vec<u8>,
+}
+
+impl std::fmt::Debug for TrustedRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedRoot")
+            .field("doc", &self.doc)
+            .field("envelope_len", &self.envelope.len())
+            .finish()
+    }
 }
 
 /// Parses a root envelope and checks it against its own root role (TUF 5.3.4, second half).
