@@ -1,0 +1,257 @@
+//! Streaming downloads: hash and size limit in flight, .partial files, Range resume, retries, stall timeout.
+
+mod error;
+mod progress;
+mod target;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use reqwest::header::{ETAG, IF_NONE_MATCH};
+use reqwest::StatusCode;
+
+pub use error::FetchError;
+pub use progress::{LogProgress, NoProgress, Progress};
+pub use target::partial_path;
+
+/// Timeouts, retries and parallelism of a [`Fetcher`].
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Longest wait for a TCP (and TLS) connection.
+    pub timeout_connect: Duration,
+    /// Longest time without a single byte (response headers or body) before the transfer counts as stalled.
+    pub stall_timeout: Duration,
+    /// Further attempts after a retryable failure (connection error, 5xx, stall, short body).
+    pub retries: u32,
+    /// First backoff delay; doubled at each retry, capped at one minute.
+    pub backoff_base: Duration,
+    /// Downloads run at once by [`Fetcher::fetch_all`].
+    pub parallel: usize,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            timeout_connect: Duration::from_secs(15),
+            stall_timeout: Duration::from_secs(60),
+            retries: 4,
+            backoff_base: Duration::from_secs(1),
+            parallel: 4,
+        }
+    }
+}
+
+/// The answer to a conditional manifest request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestFetch {
+    /// The server's copy still has the ETag we sent (HTTP 304).
+    NotModified,
+    /// New bytes, with the server's ETag for the next conditional request.
+    Fetched {
+        /// The manifest bytes, exactly as served (signatures cover these bytes).
+        bytes: Vec<u8>,
+        /// The ETag header, if the server sent one.
+        etag: Option<String>,
+    },
+}
+
+/// What one successful target download did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchOutcome {
+    /// Bytes received from the network by this call.
+    pub bytes_downloaded: u64,
+    /// Bytes reused from a partial file left by an earlier run.
+    pub resumed_from: u64,
+}
+
+/// One download for [`Fetcher::fetch_all`].
+#[derive(Clone)]
+pub struct FetchItem {
+    /// Where to fetch from.
+    pub url: String,
+    /// The final path.
+    pub dest: PathBuf,
+    /// The size the manifest declares.
+    pub size: u64,
+    /// The SHA-256 the manifest declares.
+    pub sha256: [u8; 32],
+    /// Where progress goes.
+    pub progress: Arc<dyn Progress>,
+}
+
+/// An HTTP client with upd's download policy.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    cfg: FetchConfig,
+}
+
+impl Fetcher {
+    /// Build the client (rustls, no automatic decompression) for `cfg`.
+    pub fn new(cfg: FetchConfig) -> Result<Self, FetchError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.timeout_connect)
+            .user_agent(concat!("upd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(FetchError::Client)?;
+        Ok(Self { client, cfg })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &FetchConfig {
+        &self.cfg
+    }
+
+    /// Fetch a manifest with `If-None-Match: etag`; bodies over `max_len` are refused while streaming.
+    pub async fn fetch_manifest(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        max_len: u64,
+    ) -> Result<ManifestFetch, FetchError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.manifest_once(url, etag, max_len).await {
+                Err(e) if e.is_retryable() && attempt < self.cfg.retries => {
+                    let delay = self.backoff(attempt);
+                    tracing::warn!(url, error = %e, attempt, ?delay, "manifest fetch failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn manifest_once(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        max_len: u64,
+    ) -> Result<ManifestFetch, FetchError> {
+        let mut req = self.client.get(url);
+        if let Some(tag) = etag {
+            req = req.header(IF_NONE_MATCH, tag);
+        }
+        let mut resp = self.send(req, url, 0).await?;
+        match resp.status() {
+            StatusCode::NOT_MODIFIED => return Ok(ManifestFetch::NotModified),
+            StatusCode::NOT_FOUND => {
+                return Err(FetchError::NotFound {
+                    url: url.to_string(),
+                })
+            }
+            StatusCode::OK => {}
+            s => {
+                return Err(FetchError::Status {
+                    url: url.to_string(),
+                    status: s.as_u16(),
+                })
+            }
+        }
+        let too_large = || FetchError::ManifestTooLarge {
+            url: url.to_string(),
+            limit: max_len,
+        };
+        if resp.content_length().is_some_and(|n| n > max_len) {
+            return Err(too_large());
+        }
+        let new_etag = resp
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut bytes = Vec::new();
+        loop {
+            let chunk = match tokio::time::timeout(self.cfg.stall_timeout, resp.chunk()).await {
+                Err(_) => {
+                    let (timeout, received) = (self.cfg.stall_timeout, bytes.len() as u64);
+                    return Err(FetchError::Stalled {
+                        url: url.to_string(),
+                        timeout,
+                        received,
+                    });
+                }
+                Ok(Err(source)) => {
+                    return Err(FetchError::Http {
+                        url: url.to_string(),
+                        source,
+                    })
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(c))) => c,
+            };
+            if (bytes.len() + chunk.len()) as u64 > max_len {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(ManifestFetch::Fetched {
+            bytes,
+            etag: new_etag,
+        })
+    }
+
+    /// Send a request, counting the wait for response headers against the connect and stall timeouts.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        held: u64,
+    ) -> Result<reqwest::Response, FetchError> {
+        let limit = self.cfg.timeout_connect + self.cfg.stall_timeout;
+        match tokio::time::timeout(limit, req.send()).await {
+            Err(_) => Err(FetchError::Stalled {
+                url: url.to_string(),
+                timeout: limit,
+                received: held,
+            }),
+            Ok(Err(source)) => Err(FetchError::Http {
+                url: url.to_string(),
+                source,
+            }),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Run [`Fetcher::fetch_target`] for every item, at most `parallel` at once; results in item order.
+    pub async fn fetch_all(
+        &self,
+        items: &[FetchItem],
+        parallel: usize,
+    ) -> Vec<Result<FetchOutcome, FetchError>> {
+        stream::iter(items)
+            .map(|it| {
+                self.fetch_target(&it.url, &it.dest, it.size, it.sha256, it.progress.as_ref())
+            })
+            .buffered(parallel.max(1))
+            .collect()
+            .await
+    }
+}
+
+/// Fail unless the filesystem holding `dir` has `needed` bytes available to unprivileged users.
+pub fn ensure_free_space(dir: &Path, needed: u64) -> Result<(), FetchError> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| {
+        FetchError::Io(crate::fsutil::PathError::new(
+            "statvfs",
+            dir,
+            std::io::Error::from(e),
+        ))
+    })?;
+    let available = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    if available < needed {
+        return Err(FetchError::NoSpace {
+            dir: dir.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

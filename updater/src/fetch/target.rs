@@ -1,0 +1,299 @@
+//! Downloading one target: `.partial` file, Range resume, size limit and SHA-256 in flight, rename on success.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::StatusCode;
+use ring::digest::{Context, SHA256};
+
+use super::writer::{sync_file, ChunkWriter};
+use super::{FetchError, FetchOutcome, Fetcher, Progress};
+use crate::fsutil::{rename_durable, PathError};
+
+/// Read size when re-hashing a partial file left by an earlier run.
+const REHASH_BUF: usize = 1 << 20;
+
+/// The `.partial` sibling a download of `dest` is written to.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!("{name}.partial"))
+}
+
+/// The bytes held so far: their count and the SHA-256 state over exactly those bytes.
+struct Partial {
+    path: PathBuf,
+    len: u64,
+    ctx: Context,
+}
+
+impl Partial {
+    /// Take over a partial file from an earlier run (re-hashing it), or start empty; one larger than
+    /// `expected` cannot be a prefix of the target and is discarded.
+    async fn load(path: PathBuf, expected: u64) -> Result<Self, PathError> {
+        tokio::task::spawn_blocking(move || {
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::empty(path)),
+                Err(e) => return Err(PathError::new("open", &path, e)),
+            };
+            let len = file
+                .metadata()
+                .map_err(|e| PathError::new("stat", &path, e))?
+                .len();
+            if len > expected {
+                fs::remove_file(&path).map_err(|e| PathError::new("remove", &path, e))?;
+                return Ok(Self::empty(path));
+            }
+            let mut ctx = Context::new(&SHA256);
+            let mut buf = vec![0u8; REHASH_BUF];
+            let mut seen = 0u64;
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .map_err(|e| PathError::new("read", &path, e))?;
+                if n == 0 {
+                    break;
+                }
+                ctx.update(&buf[..n]);
+                seen += n as u64;
+            }
+            Ok(Self {
+                path,
+                len: seen,
+                ctx,
+            })
+        })
+        .await
+        .expect("re-hash task panicked")
+    }
+
+    fn empty(path: PathBuf) -> Self {
+        Self {
+            path,
+            len: 0,
+            ctx: Context::new(&SHA256),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.len = 0;
+        self.ctx = Context::new(&SHA256);
+    }
+}
+
+/// The target as the manifest declares it, and where it goes.
+pub(crate) struct Target<'a> {
+    pub url: &'a str,
+    pub dest: &'a Path,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub progress: &'a dyn Progress,
+}
+
+impl Fetcher {
+    /// Download `url` to `dest` through `dest.partial`, resuming a partial left by an earlier run.
+    ///
+    /// Never holds more than `expected_size` bytes, hashes while the bytes stream, retries
+    /// connection errors, 5xx and stalls with exponential backoff (each retry resumes), and
+    /// renames to `dest` (fsync'd, directory too) only after the SHA-256 matched. On a mismatch
+    /// the partial file is deleted.
+    pub async fn fetch_target(
+        &self,
+        url: &str,
+        dest: &Path,
+        expected_size: u64,
+        expected_sha256: [u8; 32],
+        progress: &dyn Progress,
+    ) -> Result<FetchOutcome, FetchError> {
+        let t = Target {
+            url,
+            dest,
+            size: expected_size,
+            sha256: expected_sha256,
+            progress,
+        };
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        progress.start(&name, expected_size);
+        let result = self.fetch_target_inner(&t, &name).await;
+        progress.finish();
+        result
+    }
+
+    async fn fetch_target_inner(
+        &self,
+        t: &Target<'_>,
+        name: &str,
+    ) -> Result<FetchOutcome, FetchError> {
+        let dir = t.dest.parent().unwrap_or(Path::new("/"));
+        fs::create_dir_all(dir).map_err(|e| PathError::new("create directory", dir, e))?;
+        let mut part = Partial::load(partial_path(t.dest), t.size).await?;
+        t.progress.advance(part.len);
+        let mut downloaded = 0u64;
+        let mut attempt = 0u32;
+        loop {
+            match self.attempt(t, name, &mut part, &mut downloaded).await {
+                Err(e) if e.is_retryable() && attempt < self.cfg.retries => {
+                    let delay = self.backoff(attempt);
+                    tracing::warn!(url = t.url, error = %e, attempt, ?delay, "download failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => break,
+            }
+        }
+        let actual = part.ctx.clone().finish();
+        if actual.as_ref() != t.sha256 {
+            fs::remove_file(&part.path).map_err(|e| PathError::new("remove", &part.path, e))?;
+            return Err(FetchError::HashMismatch {
+                url: t.url.to_string(),
+                path: t.dest.to_path_buf(),
+                expected: hex::encode(t.sha256),
+                actual: hex::encode(actual.as_ref()),
+            });
+        }
+        sync_file(&part.path).await?;
+        rename_durable(&part.path, t.dest)?;
+        // Bytes of an earlier run's partial that made it into the result (zero if the server restarted us).
+        Ok(FetchOutcome {
+            bytes_downloaded: downloaded,
+            resumed_from: part.len - downloaded,
+        })
+    }
+
+    /// Exponential backoff: base, 2*base, 4*base... capped at one minute.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        self.cfg
+            .backoff_base
+            .saturating_mul(1 << attempt.min(16))
+            .min(Duration::from_secs(60))
+    }
+
+    /// One request: bring `part` to the full size or fail. `part` stays consistent with the file on disk.
+    async fn attempt(
+        &self,
+        t: &Target<'_>,
+        name: &str,
+        part: &mut Partial,
+        downloaded: &mut u64,
+    ) -> Result<(), FetchError> {
+        if part.len == t.size {
+            return Ok(());
+        }
+        let url = t.url.to_string();
+        let mut req = self.client.get(t.url);
+        if part.len > 0 {
+            req = req.header(RANGE, format!("bytes={}-", part.len));
+        }
+        let mut resp = self.send(req, t.url, part.len).await?;
+        let status = resp.status();
+        let resume = part.len > 0
+            && status == StatusCode::PARTIAL_CONTENT
+            && range_start(&resp) == Some(part.len);
+        match status {
+            StatusCode::NOT_FOUND => return Err(FetchError::NotFound { url }),
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
+            s => {
+                return Err(FetchError::Status {
+                    url,
+                    status: s.as_u16(),
+                })
+            }
+        }
+        if !resume && part.len > 0 {
+            // A 200, or a 206 for another range: the body starts at byte 0.
+            tracing::info!(
+                url = t.url,
+                held = part.len,
+                "server ignored the range, restarting from zero"
+            );
+            part.reset();
+            t.progress.start(name, t.size);
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| part.len.saturating_add(n) > t.size)
+        {
+            return Err(FetchError::TooLarge { url, limit: t.size });
+        }
+        let writer = ChunkWriter::open(&part.path, part.len == 0).await?;
+        let received = self.receive(&mut resp, t, part, &writer, downloaded).await;
+        // Always drain the writer, so that the file holds exactly the bytes hashed into `part`.
+        writer.close().await?;
+        received?;
+        if part.len < t.size {
+            return Err(FetchError::Truncated {
+                url,
+                expected: t.size,
+                actual: part.len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stream the body into the writer, hashing and counting on the way; never past `t.size`.
+    async fn receive(
+        &self,
+        resp: &mut reqwest::Response,
+        t: &Target<'_>,
+        part: &mut Partial,
+        writer: &ChunkWriter,
+        downloaded: &mut u64,
+    ) -> Result<(), FetchError> {
+        loop {
+            let chunk = match tokio::time::timeout(self.cfg.stall_timeout, resp.chunk()).await {
+                Err(_) => {
+                    let (timeout, received) = (self.cfg.stall_timeout, part.len);
+                    return Err(FetchError::Stalled {
+                        url: t.url.to_string(),
+                        timeout,
+                        received,
+                    });
+                }
+                Ok(Err(source)) => {
+                    return Err(FetchError::Http {
+                        url: t.url.to_string(),
+                        source,
+                    })
+                }
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Ok(Some(c))) => c,
+            };
+            let n = chunk.len() as u64;
+            if part.len + n > t.size {
+                return Err(FetchError::TooLarge {
+                    url: t.url.to_string(),
+                    limit: t.size,
+                });
+            }
+            part.ctx.update(&chunk);
+            if writer.send(chunk).await.is_err() {
+                // The writer stopped on an I/O error; `close` reports it.
+                return Ok(());
+            }
+            part.len += n;
+            *downloaded += n;
+            t.progress.advance(n);
+        }
+    }
+}
+
+/// The first byte position of a 206's `Content-Range: bytes a-b/n`.
+fn range_start(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    v.strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}

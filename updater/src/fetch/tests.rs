@@ -1,0 +1,259 @@
+//! Fetcher tests against the real `upd-channel serve` server on an ephemeral loopback port.
+
+use super::*;
+use ring::digest::{digest, SHA256};
+
+/// A served channel directory holding `files`, and a download directory.
+struct World {
+    _tmp: tempfile::TempDir,
+    base: String,
+    out: PathBuf,
+}
+
+async fn world(files: &[(&str, &[u8])]) -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let chan = tmp.path().join("chan");
+    std::fs::create_dir_all(&chan).unwrap();
+    for (name, data) in files {
+        std::fs::write(chan.join(name), data).unwrap();
+    }
+    let (addr, fut) = upd_channels::serve::bind(chan, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    tokio::spawn(fut);
+    let out = tmp.path().join("out");
+    World {
+        _tmp: tmp,
+        base: format!("http://{addr}"),
+        out,
+    }
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    digest(&SHA256, data).as_ref().try_into().unwrap()
+}
+
+fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 253) as u8).collect()
+}
+
+fn fetcher() -> Fetcher {
+    let cfg = FetchConfig {
+        retries: 1,
+        backoff_base: Duration::from_millis(10),
+        ..FetchConfig::default()
+    };
+    Fetcher::new(cfg).unwrap()
+}
+
+#[tokio::test]
+async fn download_verifies_and_promotes() {
+    // A 3 MiB image fetched whole: lands at dest, no partial left.
+    let img = data(3 << 20);
+    let w = world(&[("a.raw", &img)]).await;
+    let dest = w.out.join("a.raw");
+    let out = fetcher()
+        .fetch_target(
+            &format!("{}/a.raw", w.base),
+            &dest,
+            img.len() as u64,
+            sha(&img),
+            &NoProgress,
+        )
+        .await;
+    assert_eq!(
+        out.unwrap(),
+        FetchOutcome {
+            bytes_downloaded: img.len() as u64,
+            resumed_from: 0
+        }
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    assert!(!partial_path(&dest).exists());
+}
+
+#[tokio::test]
+async fn resumes_from_partial_of_earlier_run() {
+    // An earlier run left the first 1 MiB + 7 bytes: only the rest is downloaded.
+    let img = data(2 << 20);
+    let w = world(&[("a.raw", &img)]).await;
+    let dest = w.out.join("a.raw");
+    std::fs::create_dir_all(&w.out).unwrap();
+    let held = (1 << 20) + 7;
+    std::fs::write(partial_path(&dest), &img[..held]).unwrap();
+    let url = format!("{}/a.raw", w.base);
+    let out = fetcher()
+        .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        FetchOutcome {
+            bytes_downloaded: (img.len() - held) as u64,
+            resumed_from: held as u64
+        }
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+}
+
+#[tokio::test]
+async fn corrupt_partial_fails_hash_and_is_deleted() {
+    // The partial's bytes differ from the served file: the hash mismatch names both digests.
+    let img = data(100_000);
+    let w = world(&[("a.raw", &img)]).await;
+    let dest = w.out.join("a.raw");
+    std::fs::create_dir_all(&w.out).unwrap();
+    std::fs::write(partial_path(&dest), vec![0u8; 5000]).unwrap();
+    let url = format!("{}/a.raw", w.base);
+    let err = fetcher()
+        .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
+        .await
+        .unwrap_err();
+    match &err {
+        FetchError::HashMismatch {
+            expected, actual, ..
+        } => {
+            assert_eq!(expected, &hex::encode(sha(&img)));
+            assert_ne!(actual, expected);
+        }
+        e => panic!("expected a hash mismatch, got {e}"),
+    }
+    assert!(!dest.exists() && !partial_path(&dest).exists());
+    // The next run starts clean and succeeds.
+    fetcher()
+        .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+}
+
+#[tokio::test]
+async fn oversized_partial_is_discarded() {
+    // A partial longer than the declared size cannot be a prefix: fetched again from zero.
+    let img = data(10_000);
+    let w = world(&[("a.raw", &img)]).await;
+    let dest = w.out.join("a.raw");
+    std::fs::create_dir_all(&w.out).unwrap();
+    std::fs::write(partial_path(&dest), data(20_000)).unwrap();
+    let url = format!("{}/a.raw", w.base);
+    let out = fetcher()
+        .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        FetchOutcome {
+            bytes_downloaded: 10_000,
+            resumed_from: 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn larger_file_than_declared_is_refused() {
+    // The manifest declares fewer bytes than the server has.
+    let img = data(10_000);
+    let w = world(&[("a.raw", &img)]).await;
+    let dest = w.out.join("a.raw");
+    let url = format!("{}/a.raw", w.base);
+    let err = fetcher()
+        .fetch_target(&url, &dest, 9_999, sha(&img[..9_999]), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::TooLarge { limit: 9_999, .. }),
+        "{err}"
+    );
+    assert!(err
+        .to_string()
+        .contains("more than the 9999 bytes the manifest declares"));
+    assert!(!dest.exists());
+}
+
+#[tokio::test]
+async fn manifest_conditional_get_limit_and_404() {
+    // First fetch returns the ETag; sending it back yields NotModified; a small limit refuses the body.
+    let m = br#"{"serial": 7}"#;
+    let w = world(&[("manifest.json", m)]).await;
+    let url = format!("{}/manifest.json", w.base);
+    let f = fetcher();
+    let ManifestFetch::Fetched { bytes, etag } =
+        f.fetch_manifest(&url, None, 1 << 20).await.unwrap()
+    else {
+        panic!("expected a body")
+    };
+    assert_eq!(bytes, m);
+    let etag = etag.expect("server sends an ETag");
+    assert_eq!(
+        f.fetch_manifest(&url, Some(&etag), 1 << 20).await.unwrap(),
+        ManifestFetch::NotModified
+    );
+    let stale = f
+        .fetch_manifest(&url, Some("\"old\""), 1 << 20)
+        .await
+        .unwrap();
+    assert!(matches!(stale, ManifestFetch::Fetched { .. }));
+    let err = f.fetch_manifest(&url, None, 5).await.unwrap_err();
+    assert!(
+        matches!(err, FetchError::ManifestTooLarge { limit: 5, .. }),
+        "{err}"
+    );
+    let err = f
+        .fetch_manifest(&format!("{}/nope.json", w.base), None, 100)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::NotFound { .. }) && err.to_string().contains("nope.json"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn fetch_all_keeps_item_order() {
+    // Three items, two at a time, one of them missing on the server.
+    let (a, b) = (data(70_000), data(1234));
+    let w = world(&[("a.raw", &a), ("b.raw", &b)]).await;
+    let item = |name: &str, d: &[u8]| FetchItem {
+        url: format!("{}/{name}", w.base),
+        dest: w.out.join(name),
+        size: d.len() as u64,
+        sha256: sha(d),
+        progress: Arc::new(LogProgress::default()),
+    };
+    let items = vec![
+        item("a.raw", &a),
+        item("missing.raw", &b),
+        item("b.raw", &b),
+    ];
+    let res = fetcher().fetch_all(&items, 2).await;
+    assert_eq!(res.len(), 3);
+    assert_eq!(res[0].as_ref().unwrap().bytes_downloaded, 70_000);
+    assert!(matches!(res[1], Err(FetchError::NotFound { .. })));
+    assert_eq!(std::fs::read(w.out.join("b.raw")).unwrap(), b);
+}
+
+#[test]
+fn free_space_and_backoff() {
+    let d = tempfile::tempdir().unwrap();
+    ensure_free_space(d.path(), 1).unwrap();
+    let err = ensure_free_space(d.path(), u64::MAX).unwrap_err();
+    assert!(
+        err.to_string().contains(&d.path().display().to_string()),
+        "{err}"
+    );
+    assert!(matches!(
+        err,
+        FetchError::NoSpace {
+            needed: u64::MAX,
+            ..
+        }
+    ));
+    let f = fetcher();
+    assert_eq!(f.backoff(0), Duration::from_millis(10));
+    assert_eq!(f.backoff(3), Duration::from_millis(80));
+    assert_eq!(f.backoff(40), Duration::from_secs(60));
+    assert_eq!(
+        partial_path(Path::new("/s/a.raw")),
+        Path::new("/s/a.raw.partial")
+    );
+}
