@@ -384,3 +384,69 @@ impl Rollout {
 
 #[cfg(test)]
 mod tests;
+
+impl ExtIdentity {
+    /// The identity an extension-release file declares.
+    pub fn from_release(r: &crate::osrelease::OsRelease) -> Self {
+        let f = |k: &str| r.get_nonempty(k).map(str::to_string);
+        Self {
+            id: f("ID").unwrap_or_default(),
+            version_id: f("VERSION_ID"),
+            sysext_level: f("SYSEXT_LEVEL"),
+            architecture: f("ARCHITECTURE"),
+            scope: f("SYSEXT_SCOPE"),
+        }
+    }
+
+    /// This identity as extension-release fields, for the compatibility rules.
+    pub fn to_release(&self) -> crate::osrelease::OsRelease {
+        let mut text = format!("ID={}\n", quote(&self.id));
+        for (k, v) in [
+            ("VERSION_ID", &self.version_id),
+            ("SYSEXT_LEVEL", &self.sysext_level),
+            ("ARCHITECTURE", &self.architecture),
+            ("SYSEXT_SCOPE", &self.scope),
+        ] {
+            if let Some(v) = v {
+                text.push_str(&format!("{k}={}\n", quote(v)));
+            }
+        }
+        crate::osrelease::OsRelease::parse(&text).expect("quoted fields always parse")
+    }
+}
+
+impl OsIdentity {
+    /// The identity an os-release file declares, on `architecture`.
+    pub fn from_release(r: &crate::osrelease::OsRelease, architecture: &str) -> Self {
+        let f = |k: &str| r.get_nonempty(k).map(str::to_string);
+        Self {
+            id: f("ID").unwrap_or_default(),
+            version_id: f("VERSION_ID"),
+            sysext_level: f("SYSEXT_LEVEL"),
+            architecture: architecture.to_string(),
+        }
+    }
+
+    /// The host systemd-sysext would see when this OS runs.
+    pub fn to_host(&self) -> crate::osrelease::HostIdentity {
+        crate::osrelease::HostIdentity {
+            id: self.id.clone(),
+            version_id: self.version_id.clone(),
+            sysext_level: self.sysext_level.clone(),
+            architecture: self.architecture.clone(),
+            scope: Some("system".to_string()),
+        }
+    }
+}
+
+fn quote(v: &str) -> String {
+    let mut s = String::from("\"");
+    for c in v.chars() {
+        if matches!(c, '"' | '\\' | '`' | '$') {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('"');
+    s
+}
