@@ -1,1 +1,0 @@
-//! Layered KEY=VALUE configuration: /usr/lib < /run < /etc, drop-ins in name order, validated settings.

@@ -1,0 +1,350 @@
+//! Layered KEY=VALUE configuration: /usr/lib < /run < /etc, drop-ins in name order, validated settings.
+//!
+//! Files, lowest to highest priority (each under `--root`): `/usr/lib/upd/upd.conf`,
+//! `/usr/lib/upd/upd.conf.d/*.conf`, `/run/upd/upd.conf`, `/run/upd/upd.conf.d/*.conf`,
+//! `/etc/upd/upd.conf`, `/etc/upd/upd.conf.d/*.conf`, then the `--config FILE`, then `KEY=VALUE`
+//! overrides from the command line. Every assignment is applied in that order, so the later one
+//! wins; an empty value (`KEY=`) puts a key back to its default. See `systemd/upd/upd.conf.example`.
+
+mod dropin;
+mod raw;
+mod root;
+mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use semver::VersionReq;
+
+pub use dropin::{set_extension_enabled, EXTENSIONS_DROPIN};
+pub use raw::{Entry, Origin};
+pub use root::Root;
+pub use values::{Name, RebootStrategy};
+
+use crate::fsutil::PathError;
+
+/// The configuration directories, lowest priority first; each has `upd.conf` and `upd.conf.d/`.
+pub const LAYERS: [&str; 3] = ["/usr/lib/upd", "/run/upd", "/etc/upd"];
+
+/// What can go wrong while reading or checking the configuration; each error names where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A configuration file or directory could not be read.
+    #[error(transparent)]
+    Io(#[from] PathError),
+    /// A line is not `KEY=VALUE`.
+    #[error("{origin}: {why}: {line:?}")]
+    Syntax {
+        /// Where.
+        origin: Origin,
+        /// The offending line.
+        line: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A key upd does not know (a typo, most likely).
+    #[error("{origin}: unknown key {key}")]
+    UnknownKey {
+        /// Where.
+        origin: Origin,
+        /// The key as written.
+        key: String,
+    },
+    /// A value that does not fit its key.
+    #[error("{origin}: {key}={value:?}: expected {expected}")]
+    BadValue {
+        /// Where.
+        origin: Origin,
+        /// The key.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What the key takes.
+        expected: String,
+    },
+    /// A reboot strategy chosen without the setting it needs.
+    #[error("{origin}: REBOOT_STRATEGY={strategy} needs {needs} to be set")]
+    Incomplete {
+        /// Where the strategy was chosen.
+        origin: Origin,
+        /// The strategy, as written.
+        strategy: String,
+        /// The missing key.
+        needs: &'static str,
+    },
+}
+
+/// A value kept together with where it was set, for checks made later (e.g. the window syntax).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sourced<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was set.
+    pub origin: Origin,
+}
+
+/// The validated settings. Paths are absolute machine paths: re-root them with [`Root::join`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `SERVER`: base URL of the channel repository (http or https); none means "not configured".
+    pub server: Option<Url>,
+    /// `CHANNEL`: the channel followed (default `stable`).
+    pub channel: Name,
+    /// `EXTENSIONS` / `EXTENSION_<name>`: enabled extensions and the versions they may take.
+    pub extensions: BTreeMap<Name, VersionReq>,
+    /// `STORE_DIR`: the image store (default `/var/lib/upd/images`).
+    pub store_dir: PathBuf,
+    /// `LINK_DIR`: where the active set's links live (default `/etc/extensions`).
+    pub link_dir: PathBuf,
+    /// `STATE_DIR`: state file and lock (default `/var/lib/upd`).
+    pub state_dir: PathBuf,
+    /// `KEYS_DIR`: trusted-root directories in preference order; the first that exists is used.
+    pub keys_dirs: Vec<PathBuf>,
+    /// `REBOOT_STRATEGY`: off, immediate, window, fleet-lock or etcd-lock (default `off`).
+    pub reboot_strategy: RebootStrategy,
+    /// `REBOOT_WINDOW`: the maintenance window, checked by the window strategy.
+    pub reboot_window: Option<Sourced<String>>,
+    /// `FLEET_LOCK_URL`: base URL of the FleetLock server.
+    pub fleet_lock_url: Option<Url>,
+    /// `ETCD_ENDPOINTS`: etcd client URLs, space-separated.
+    pub etcd_endpoints: Vec<Url>,
+    /// `GROUP`: the reboot group (default `default`).
+    pub group: Name,
+    /// `PARALLEL_DOWNLOADS`: concurrent downloads, 1..=16 (default 4).
+    pub parallel_downloads: usize,
+    /// `CONNECT_TIMEOUT_SECS`: TCP+TLS connect timeout (default 10 s).
+    pub connect_timeout: Duration,
+    /// `STALL_TIMEOUT_SECS`: a transfer receiving nothing this long fails (default 30 s).
+    pub stall_timeout: Duration,
+    /// `RETRIES`: further attempts after a failed transfer, 0..=20 (default 3).
+    pub retries: u32,
+    /// `MACHINE_ID_PATH`: the machine-id file (default `/etc/machine-id`).
+    pub machine_id_path: PathBuf,
+    /// `RETENTION`: generations whose images are kept, 1..=32 (default 2).
+    pub retention: usize,
+    /// `SYSEXT_BIN`: the systemd-sysext binary, a host path never re-rooted (default `/usr/bin/systemd-sysext`).
+    pub sysext_bin: PathBuf,
+    /// `WARINESS`: 0.0 (eager) to 1.0 (late) place in rollout waves (default 0.0).
+    pub wariness: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: None,
+            channel: Name::new("stable").expect("valid"),
+            extensions: BTreeMap::new(),
+            store_dir: "/var/lib/upd/images".into(),
+            link_dir: "/etc/extensions".into(),
+            state_dir: "/var/lib/upd".into(),
+            keys_dirs: vec!["/etc/upd/keys".into(), "/usr/share/upd/keys".into()],
+            reboot_strategy: RebootStrategy::Off,
+            reboot_window: None,
+            fleet_lock_url: None,
+            etcd_endpoints: Vec::new(),
+            group: Name::new("default").expect("valid"),
+            parallel_downloads: 4,
+            connect_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
+            retries: 3,
+            machine_id_path: "/etc/machine-id".into(),
+            retention: 2,
+            sysext_bin: "/usr/bin/systemd-sysext".into(),
+            wariness: 0.0,
+        }
+    }
+}
+
+impl Settings {
+    /// Read every layer under `root`, then `config_file` (a host path, if given), then the
+    /// command-line `overrides`, and validate the result.
+    pub fn load(
+        root: &Root,
+        config_file: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<Settings, ConfigError> {
+        let mut entries = Vec::new();
+        for file in layer_files(root)? {
+            entries.extend(raw::read_file(&file)?);
+        }
+        if let Some(f) = config_file {
+            entries.extend(raw::read_file(f)?);
+        }
+        entries.extend(raw::parse_overrides(overrides)?);
+        Settings::from_entries(&entries)
+    }
+
+    /// Apply `entries` in order over the defaults and validate the result (no I/O).
+    pub fn from_entries(entries: &[Entry]) -> Result<Settings, ConfigError> {
+        let mut s = Settings::default();
+        let mut strategy_origin = None;
+        for e in entries {
+            s.apply(e)?;
+            if e.key == "REBOOT_STRATEGY" {
+                strategy_origin = Some(e.origin.clone());
+            }
+        }
+        if let Some(origin) = strategy_origin {
+            s.check_strategy(origin)?;
+        }
+        Ok(s)
+    }
+
+    /// The trusted-root directory to use under `root`: the first of `keys_dirs` that exists.
+    pub fn keys_dir(&self, root: &Root) -> PathBuf {
+        let dirs: Vec<PathBuf> = self.keys_dirs.iter().map(|d| root.join(d)).collect();
+        dirs.iter()
+            .find(|d| d.is_dir())
+            .unwrap_or(dirs.last().expect("at least one"))
+            .clone()
+    }
+
+    /// Whether extension `name` is enabled.
+    pub fn extension_enabled(&self, name: &str) -> bool {
+        Name::new(name).is_ok_and(|n| self.extensions.contains_key(&n))
+    }
+
+    fn apply(&mut self, e: &Entry) -> Result<(), ConfigError> {
+        let d = Settings::default();
+        let v = e.value.as_str();
+        match e.key.as_str() {
+            "SERVER" => self.server = opt(e, values::http_url)?,
+            "CHANNEL" => self.channel = val(e, d.channel, Name::new)?,
+            "GROUP" => self.group = val(e, d.group, Name::new)?,
+            "EXTENSIONS" => {
+                let items = v.split_whitespace().map(values::extension_item);
+                self.extensions = items.collect::<Result<_, _>>().map_err(|x| bad(e, x))?;
+            }
+            "STORE_DIR" => self.store_dir = val(e, d.store_dir, values::abs_path)?,
+            "LINK_DIR" => self.link_dir = val(e, d.link_dir, values::abs_path)?,
+            "STATE_DIR" => self.state_dir = val(e, d.state_dir, values::abs_path)?,
+            "KEYS_DIR" => {
+                self.keys_dirs = val(e, d.keys_dirs, |v| values::abs_path(v).map(|p| vec![p]))?
+            }
+            "REBOOT_STRATEGY" => self.reboot_strategy = val(e, d.reboot_strategy, str::parse)?,
+            "REBOOT_WINDOW" => {
+                self.reboot_window = (!v.is_empty()).then(|| Sourced {
+                    value: v.to_string(),
+                    origin: e.origin.clone(),
+                })
+            }
+            "FLEET_LOCK_URL" => self.fleet_lock_url = opt(e, values::http_url)?,
+            "ETCD_ENDPOINTS" => {
+                let urls = v.split_whitespace().map(values::http_url);
+                self.etcd_endpoints = urls.collect::<Result<_, _>>().map_err(|x| bad(e, x))?;
+            }
+            "PARALLEL_DOWNLOADS" => {
+                self.parallel_downloads =
+                    val(e, d.parallel_downloads, |v| values::int_in(v, 1, 16))?
+            }
+            "CONNECT_TIMEOUT_SECS" => {
+                self.connect_timeout = val(e, d.connect_timeout, |v| values::seconds(v, 600))?
+            }
+            "STALL_TIMEOUT_SECS" => {
+                self.stall_timeout = val(e, d.stall_timeout, |v| values::seconds(v, 3600))?
+            }
+            "RETRIES" => self.retries = val(e, d.retries, |v| values::int_in(v, 0, 20))?,
+            "MACHINE_ID_PATH" => {
+                self.machine_id_path = val(e, d.machine_id_path, values::abs_path)?
+            }
+            "RETENTION" => self.retention = val(e, d.retention, |v| values::int_in(v, 1, 32))?,
+            "SYSEXT_BIN" => self.sysext_bin = val(e, d.sysext_bin, values::abs_path)?,
+            "WARINESS" => self.wariness = val(e, d.wariness, values::fraction)?,
+            k => match k.strip_prefix("EXTENSION_").map(Name::new) {
+                Some(Ok(name)) => match opt(e, values::extension_switch)?.flatten() {
+                    Some(req) => _ = self.extensions.insert(name, req),
+                    None => _ = self.extensions.remove(&name),
+                },
+                Some(Err(expected)) => {
+                    return Err(bad(e, format!("the key to name an extension: {expected}")))
+                }
+                None => {
+                    return Err(ConfigError::UnknownKey {
+                        origin: e.origin.clone(),
+                        key: k.to_string(),
+                    })
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn check_strategy(&self, origin: Origin) -> Result<(), ConfigError> {
+        let needs = match self.reboot_strategy {
+            RebootStrategy::Window if self.reboot_window.is_none() => "REBOOT_WINDOW",
+            RebootStrategy::FleetLock if self.fleet_lock_url.is_none() => "FLEET_LOCK_URL",
+            RebootStrategy::EtcdLock if self.etcd_endpoints.is_empty() => "ETCD_ENDPOINTS",
+            _ => return Ok(()),
+        };
+        let strategy = format!("{:?}", self.reboot_strategy);
+        Err(ConfigError::Incomplete {
+            origin,
+            strategy,
+            needs,
+        })
+    }
+}
+
+fn bad(e: &Entry, expected: String) -> ConfigError {
+    ConfigError::BadValue {
+        origin: e.origin.clone(),
+        key: e.key.clone(),
+        value: e.value.clone(),
+        expected,
+    }
+}
+
+/// Parse `e`'s value, or give `default` back for an empty value.
+fn val<T>(
+    e: &Entry,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    Ok(opt(e, parse)?.unwrap_or(default))
+}
+
+/// Parse `e`'s value, or `None` for an empty value.
+fn opt<T>(e: &Entry, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, ConfigError> {
+    if e.value.is_empty() {
+        return Ok(None);
+    }
+    parse(&e.value).map(Some).map_err(|x| bad(e, x))
+}
+
+/// The configuration files that exist under `root`, lowest priority first.
+pub fn layer_files(root: &Root) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut files = Vec::new();
+    for layer in LAYERS {
+        let dir = root.join(Path::new(layer));
+        let main = dir.join("upd.conf");
+        if main.is_file() {
+            files.push(main);
+        }
+        files.extend(dropins(&dir.join("upd.conf.d"))?);
+    }
+    Ok(files)
+}
+
+/// The `*.conf` files of a drop-in directory in name order (hidden files skipped; missing directory is empty).
+fn dropins(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(PathError::new("read directory", dir, e).into()),
+    };
+    let mut names = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| PathError::new("read directory", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".conf") && !name.starts_with('.') && entry.path().is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! Raw configuration fragments: KEY=VALUE lines read from one file or the command line, nothing validated yet.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::ConfigError;
+use crate::fsutil::PathError;
+
+/// Where a configuration entry came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Line `line` (1-based) of file `file`.
+    File {
+        /// The file, as a machine path (re-rooted when running under `--root`).
+        file: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+    },
+    /// The `index`-th (1-based) `KEY=VALUE` override given on the command line.
+    CommandLine {
+        /// The 1-based position among the overrides.
+        index: usize,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { file, line } => write!(f, "{}:{line}", file.display()),
+            Origin::CommandLine { index } => write!(f, "command-line override #{index}"),
+        }
+    }
+}
+
+/// One `KEY=VALUE` assignment with its origin; the key is kept as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The key, as written (checked against the known keys later).
+    pub key: String,
+    /// The value, unquoted.
+    pub value: String,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// Parse the text of one configuration file (or one override) into entries, in order.
+pub fn parse_text(
+    text: &str,
+    origin_of: impl Fn(usize) -> Origin,
+) -> Result<Vec<Entry>, ConfigError> {
+    let mut entries = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let origin = origin_of(i + 1);
+        let syntax = |why: &str| ConfigError::Syntax {
+            origin: origin.clone(),
+            line: raw.to_string(),
+            why: why.to_string(),
+        };
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| syntax("expected KEY=VALUE"))?;
+        let key = key.trim();
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(syntax("a key is made of letters, digits, '_', '.' and '-'"));
+        }
+        let value = unquote(value.trim()).map_err(syntax)?;
+        entries.push(Entry {
+            key: key.to_string(),
+            value,
+            origin,
+        });
+    }
+    Ok(entries)
+}
+
+/// Strip optional matching quotes and a trailing ` # comment` from a value.
+fn unquote(v: &str) -> Result<String, &'static str> {
+    let Some(q) = v.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+        // Unquoted: whitespace then '#' starts a comment (a '#' inside a word is kept, as in URLs).
+        let end = v.find(" #").or_else(|| v.find("\t#")).unwrap_or(v.len());
+        return Ok(v[..end].trim_end().to_string());
+    };
+    let rest = &v[1..];
+    let close = rest.find(q).ok_or("unterminated quote")?;
+    let after = rest[close + 1..].trim_start();
+    if !after.is_empty() && !after.starts_with('#') {
+        return Err("unexpected text after the closing quote");
+    }
+    Ok(rest[..close].to_string())
+}
+
+/// Read and parse one configuration file.
+pub fn read_file(path: &Path) -> Result<Vec<Entry>, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| PathError::new("read configuration", path, e))?;
+    parse_text(&text, |line| Origin::File {
+        file: path.to_path_buf(),
+        line,
+    })
+}
+
+/// Parse command-line overrides, each one `KEY=VALUE`.
+pub fn parse_overrides(overrides: &[String]) -> Result<Vec<Entry>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, o) in overrides.iter().enumerate() {
+        // An override is one line: a newline in it would smuggle a second assignment.
+        let one_line = o.replace('\n', " ");
+        let mut e = parse_text(&one_line, |_| Origin::CommandLine { index: i + 1 })?;
+        if e.is_empty() {
+            return Err(ConfigError::Syntax {
+                origin: Origin::CommandLine { index: i + 1 },
+                line: o.clone(),
+                why: "expected KEY=VALUE".into(),
+            });
+        }
+        out.append(&mut e);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Entry>, ConfigError> {
+        parse_text(text, |line| Origin::File {
+            file: "/etc/upd/upd.conf".into(),
+            line,
+        })
+    }
+
+    #[test]
+    fn comments_blanks_and_quotes() {
+        let e = parse("# c\n\n  SERVER = \"http://x/a b\" # note\nCHANNEL='beta'\nGROUP=canary # c\nX=a#b\nY=\n").unwrap();
+        let kv: Vec<_> = e
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            kv,
+            [
+                ("SERVER", "http://x/a b"),
+                ("CHANNEL", "beta"),
+                ("GROUP", "canary"),
+                ("X", "a#b"),
+                ("Y", "")
+            ]
+        );
+        assert_eq!(e[1].origin.to_string(), "/etc/upd/upd.conf:4");
+    }
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        let err = parse("SERVER=http://x\nno equals sign\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/upd/upd.conf:2"), "{err}");
+        assert!(err.contains("KEY=VALUE"), "{err}");
+        let err = parse("A=\"open\n").unwrap_err().to_string();
+        assert!(err.contains(":1") && err.contains("unterminated"), "{err}");
+        let err = parse("A=\"x\" y\n").unwrap_err().to_string();
+        assert!(err.contains("after the closing quote"), "{err}");
+    }
+
+    #[test]
+    fn overrides_are_numbered() {
+        let e = parse_overrides(&["CHANNEL=beta".into(), "RETRIES=2".into()]).unwrap();
+        assert_eq!(e[1].origin, Origin::CommandLine { index: 2 });
+        let err = parse_overrides(&["  ".into()]).unwrap_err().to_string();
+        assert!(err.contains("command-line override #1"), "{err}");
+    }
+}

@@ -1,0 +1,248 @@
+//! Tests of the layering, the validation and the error messages of the configuration.
+
+use super::*;
+
+/// A sandbox machine root with the given files written into it.
+fn machine(files: &[(&str, &str)]) -> (tempfile::TempDir, Root) {
+    let d = tempfile::tempdir().unwrap();
+    let root = Root::new(d.path());
+    for (path, text) in files {
+        let p = root.join(Path::new(path));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    (d, root)
+}
+
+fn err_of(files: &[(&str, &str)], overrides: &[&str]) -> String {
+    let (_d, root) = machine(files);
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    Settings::load(&root, None, &o).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_with_no_files() {
+    // A bare machine: no configuration at all.
+    let (_d, root) = machine(&[]);
+    let s = Settings::load(&root, None, &[]).unwrap();
+    assert_eq!(s, Settings::default());
+    assert_eq!(s.parallel_downloads, 4);
+    assert_eq!(s.state_dir, Path::new("/var/lib/upd"));
+}
+
+#[test]
+fn layers_apply_in_order() {
+    // Each layer sets CHANNEL; /usr/lib also sets keys the others leave alone.
+    let (_d, root) = machine(&[
+        (
+            "/usr/lib/upd/upd.conf",
+            "CHANNEL=usr\nGROUP=vendor\nSERVER=https://vendor.example/\n",
+        ),
+        (
+            "/usr/lib/upd/upd.conf.d/10-a.conf",
+            "CHANNEL=usr-dropin\nRETRIES=5\n",
+        ),
+        ("/run/upd/upd.conf", "CHANNEL=run\n"),
+        ("/run/upd/upd.conf.d/10-a.conf", "CHANNEL=run-dropin\n"),
+        ("/etc/upd/upd.conf", "CHANNEL=etc\nRETRIES=\n"),
+    ]);
+    let s = Settings::load(&root, None, &[]).unwrap();
+    assert_eq!(s.channel.as_str(), "etc");
+    assert_eq!(s.group.as_str(), "vendor");
+    assert_eq!(s.server.unwrap().as_str(), "https://vendor.example/");
+    assert_eq!(s.retries, 3, "an empty value puts the default back");
+
+    let (_d, root) = machine(&[
+        ("/etc/upd/upd.conf", "CHANNEL=etc\n"),
+        ("/run/upd/upd.conf.d/9.conf", "CHANNEL=run\n"),
+    ]);
+    assert_eq!(
+        Settings::load(&root, None, &[]).unwrap().channel.as_str(),
+        "etc"
+    );
+}
+
+#[test]
+fn dropins_in_name_order_and_only_conf() {
+    // Drop-ins whose names sort differently from their creation order, plus files that must be ignored.
+    let (_d, root) = machine(&[
+        ("/etc/upd/upd.conf", "CHANNEL=main\n"),
+        ("/etc/upd/upd.conf.d/20-b.conf", "CHANNEL=b\n"),
+        ("/etc/upd/upd.conf.d/10-a.conf", "CHANNEL=a\nGROUP=g-a\n"),
+        (
+            "/etc/upd/upd.conf.d/30-c.conf.disabled",
+            "CHANNEL=disabled\n",
+        ),
+        ("/etc/upd/upd.conf.d/.99-hidden.conf", "CHANNEL=hidden\n"),
+    ]);
+    let s = Settings::load(&root, None, &[]).unwrap();
+    assert_eq!((s.channel.as_str(), s.group.as_str()), ("b", "g-a"));
+    let files = layer_files(&root).unwrap();
+    assert_eq!(files.len(), 3);
+    assert!(files[1].ends_with("10-a.conf") && files[2].ends_with("20-b.conf"));
+}
+
+#[test]
+fn config_file_then_cli_overrides_win() {
+    // /etc sets a channel; --config and two overrides follow.
+    let (d, root) = machine(&[(
+        "/etc/upd/upd.conf.d/99-last.conf",
+        "CHANNEL=etc\nWARINESS=0.5\n",
+    )]);
+    let extra = d.path().join("extra.conf");
+    std::fs::write(&extra, "CHANNEL=extra\nPARALLEL_DOWNLOADS=2\n").unwrap();
+    let o = vec![
+        "CHANNEL=cli".to_string(),
+        "PARALLEL_DOWNLOADS=8".to_string(),
+    ];
+    let s = Settings::load(&root, Some(&extra), &o).unwrap();
+    assert_eq!(
+        (s.channel.as_str(), s.parallel_downloads, s.wariness),
+        ("cli", 8, 0.5)
+    );
+    let s = Settings::load(&root, Some(&extra), &[]).unwrap();
+    assert_eq!((s.channel.as_str(), s.parallel_downloads), ("extra", 2));
+}
+
+#[test]
+fn extensions_list_and_per_name_keys() {
+    // A vendor list, an /etc per-name pin and disable, then a CLI re-enable.
+    let files = [
+        (
+            "/usr/lib/upd/upd.conf",
+            "EXTENSIONS=\"hello docker:~24.0 wasm:>=1.2,<2\"\n",
+        ),
+        (
+            "/etc/upd/upd.conf",
+            "EXTENSION_hello=off\nEXTENSION_docker=~25\nEXTENSION_new=on\n",
+        ),
+    ];
+    let (_d, root) = machine(&files);
+    let s = Settings::load(&root, None, &["EXTENSION_hello=1.0.0".into()]).unwrap();
+    let got: Vec<String> = s
+        .extensions
+        .iter()
+        .map(|(n, r)| format!("{n}:{r}"))
+        .collect();
+    assert_eq!(
+        got,
+        ["docker:~25", "hello:^1.0.0", "new:*", "wasm:>=1.2, <2"]
+    );
+    // A later EXTENSIONS list replaces everything before it.
+    let s = Settings::load(&root, None, &["EXTENSIONS=only".into()]).unwrap();
+    assert_eq!(
+        s.extensions.keys().map(Name::as_str).collect::<Vec<_>>(),
+        ["only"]
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let err = err_of(
+        &[(
+            "/etc/upd/upd.conf.d/10-x.conf",
+            "# typo below\n\nCHANNEL=beta\nCHANEL=beta\n",
+        )],
+        &[],
+    );
+    assert!(
+        err.contains("/etc/upd/upd.conf.d/10-x.conf:4: unknown key CHANEL"),
+        "{err}"
+    );
+    let err = err_of(&[], &["CHANNEL=x", "NOPE=1"]);
+    assert!(
+        err.contains("command-line override #2: unknown key NOPE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_values_name_file_line_key_value_and_expectation() {
+    let cases = [
+        (
+            "SERVER=ftp://x/",
+            "SERVER=\"ftp://x/\": expected an http:// or https:// URL",
+        ),
+        ("CHANNEL=a/b", "CHANNEL=\"a/b\": expected a name"),
+        (
+            "PARALLEL_DOWNLOADS=17",
+            "PARALLEL_DOWNLOADS=\"17\": expected an integer from 1 to 16",
+        ),
+        (
+            "STORE_DIR=var/lib",
+            "STORE_DIR=\"var/lib\": expected an absolute path",
+        ),
+        (
+            "REBOOT_STRATEGY=later",
+            "REBOOT_STRATEGY=\"later\": expected one of off",
+        ),
+        (
+            "WARINESS=2",
+            "WARINESS=\"2\": expected a number from 0.0 to 1.0",
+        ),
+        (
+            "EXTENSIONS=ok bad:~~1",
+            "EXTENSIONS=\"ok bad:~~1\": expected a semver requirement",
+        ),
+        (
+            "EXTENSION_docker=maybe",
+            "EXTENSION_docker=\"maybe\": expected on, off, or a semver",
+        ),
+        ("EXTENSION_a/b=on", "EXTENSION_a/b"),
+        (
+            "STALL_TIMEOUT_SECS=0",
+            "expected an integer from 1 to 3600 (seconds)",
+        ),
+        (
+            "RETENTION=0",
+            "RETENTION=\"0\": expected an integer from 1 to 32",
+        ),
+    ];
+    for (line, want) in cases {
+        let err = err_of(
+            &[("/etc/upd/upd.conf", &format!("CHANNEL=ok\n{line}\n"))],
+            &[],
+        );
+        assert!(
+            err.contains("/etc/upd/upd.conf:2: ") && err.contains(want),
+            "{line}: {err}"
+        );
+    }
+}
+
+#[test]
+fn strategy_needs_its_settings() {
+    let err = err_of(
+        &[("/etc/upd/upd.conf", "REBOOT_STRATEGY=fleet-lock\n")],
+        &[],
+    );
+    assert!(
+        err.contains("upd.conf:1") && err.contains("needs FLEET_LOCK_URL"),
+        "{err}"
+    );
+    let ok = [(
+        "/etc/upd/upd.conf",
+        "REBOOT_STRATEGY=etcd-lock\nETCD_ENDPOINTS=http://127.0.0.1:2379 http://[::1]:2379\n",
+    )];
+    let (_d, root) = machine(&ok);
+    let s = Settings::load(&root, None, &[]).unwrap();
+    assert_eq!(
+        (s.reboot_strategy, s.etcd_endpoints.len()),
+        (RebootStrategy::EtcdLock, 2)
+    );
+}
+
+#[test]
+fn keys_dir_prefers_etc_then_usr_share() {
+    let (_d, root) = machine(&[]);
+    let s = Settings::default();
+    assert_eq!(
+        s.keys_dir(&root),
+        root.join(Path::new("/usr/share/upd/keys"))
+    );
+    std::fs::create_dir_all(root.join(Path::new("/etc/upd/keys"))).unwrap();
+    assert_eq!(s.keys_dir(&root), root.join(Path::new("/etc/upd/keys")));
+    let s = Settings::from_entries(&raw::parse_overrides(&["KEYS_DIR=/opt/keys".into()]).unwrap())
+        .unwrap();
+    assert_eq!(s.keys_dir(&root), root.join(Path::new("/opt/keys")));
+}

@@ -1,1 +1,0 @@
-//! The versioned state file: generations, highest manifest serial seen, switch journal, history.
