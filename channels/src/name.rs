@@ -162,12 +162,14 @@ impl<'de> Deserialize<'de> for RelPath {
 mod tests {
     use super::*;
 
+    type Want = fn(&NameError) -> bool;
+
     #[test]
     fn names() {
         for ok in ["docker", "docker-24.0_1", "A.b", "x"] {
             assert!(Name::new(ok).is_ok(), "{ok}");
         }
-        let cases: &[(&str, fn(&NameError) -> bool)] = &[
+        let cases: &[(&str, Want)] = &[
             ("", |e| *e == NameError::Empty),
             ("..", |e| matches!(e, NameError::LeadingDot(_))),
             (".hidden", |e| matches!(e, NameError::LeadingDot(_))),

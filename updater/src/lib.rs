@@ -4,5 +4,6 @@ pub mod config;
 pub mod fetch;
 pub mod fsutil;
 pub mod lock;
+pub mod plan;
 pub mod state;
 pub mod sysext;
