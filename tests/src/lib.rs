@@ -1,1 +1,3 @@
 //! Fixtures for the end-to-end suites: sandbox roots, real images, keys, channels and servers built at test time.
+pub mod images;
+pub mod sandbox;

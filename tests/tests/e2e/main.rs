@@ -1,1 +1,2 @@
 //! upd end-to-end suites, compiled into one test binary; one line per module says what it covers.
+mod sysext; // real systemd-sysext 252 on sandbox machines: merge, silent skips, verify_merged, reboot, isolation

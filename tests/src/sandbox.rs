@@ -1,0 +1,371 @@
+//! A sandbox machine: a root directory with its own persistent private mount namespace, rebootable.
+//!
+//! A holder process (`unshare -m`, then `mount --make-rshared /` and a fresh tmpfs on `/run`, which
+//! systemd-sysext needs) keeps the namespace alive; commands enter it with `nsenter -t PID -m`. Killing the
+//! holder drops every mount of the namespace at once, like a power cut: that is [`Machine::reboot`].
+//!
+//! Inside the namespace `ROOT/run` is a tmpfs too (volatile like a real /run) and `ROOT/usr` may be another
+//! tree or an image ([`Machine::reboot_into_usr`]). From the test process, see the machine as it sees
+//! itself through [`Machine::ns_root`] (`/proc/PID/root/ROOT`).
+//!
+//! systemd-sysext 252 ignores symlinks in its search paths when given `--root`, while upd links
+//! `/etc/extensions/NAME.raw` into its store. [`Machine::sysext_bin`] is a wrapper that, for the duration of
+//! one call, shadows each search directory with bind mounts of the link targets (resolved against ROOT, as
+//! the kernel would on the real machine), so the real binary merges exactly what a booted machine would.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use std::io::{BufRead, BufReader};
+
+use crate::images::{populate_usr_dir, OsSpec};
+
+/// The real merger.
+pub const SYSTEMD_SYSEXT: &str = "/usr/bin/systemd-sysext";
+
+/// The search directories of systemd-sysext, relative to the root.
+pub const SEARCH_DIRS: [&str; 3] = ["etc/extensions", "run/extensions", "var/lib/extensions"];
+
+/// True when running as root; otherwise prints a loud SKIP line, or panics under CI (`CI=true`).
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("system tests need root and CI=true: refusing to skip");
+    }
+    eprintln!("SKIP (not root): this system test needs root for mount namespaces and loop devices");
+    false
+}
+
+/// A sandbox machine: its root directory and the namespace it currently runs in.
+pub struct Machine {
+    dir: tempfile::TempDir,
+    holder: Option<Child>,
+    usr_source: Option<PathBuf>,
+}
+
+impl Machine {
+    /// Create a machine for `os`: ROOT/usr (os-release), ROOT/etc/extensions, ROOT/var/lib, a machine-id,
+    /// and boot it (start its namespace).
+    pub fn new(os: &OsSpec) -> Machine {
+        let dir = tempfile::Builder::new()
+            .prefix("upd-machine-")
+            .tempdir()
+            .expect("machine temp dir");
+        let root = dir.path().join("root");
+        populate_usr_dir(&root.join("usr"), os);
+        for sub in ["etc/extensions", "var/lib", "run"] {
+            fs::create_dir_all(root.join(sub)).expect("create sandbox root directories");
+        }
+        let mut seed = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+            .expect("random machine-id");
+        fs::write(
+            root.join("etc/machine-id"),
+            format!("{}\n", hex::encode(seed)),
+        )
+        .expect("write machine-id");
+        fs::create_dir_all(dir.path().join("shadow")).expect("create shadow dir");
+        let mut machine = Machine {
+            dir,
+            holder: None,
+            usr_source: None,
+        };
+        machine.boot();
+        machine
+    }
+
+    /// The sandbox root directory (as seen from the host namespace: no mounts of the machine show here).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// The sandbox root as the machine sees it (its mounts: merged /usr, /run), reachable from the test process.
+    pub fn ns_root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.pid()))
+            .join(self.root().strip_prefix("/").expect("absolute"))
+    }
+
+    /// The holder's pid: the namespace to enter.
+    pub fn pid(&self) -> u32 {
+        self.holder.as_ref().expect("machine is running").id()
+    }
+
+    /// A systemd-sysext wrapper running the real binary inside this machine (symlinked images made visible);
+    /// give it to upd as its sysext binary. It stays valid across reboots.
+    pub fn sysext_bin(&self) -> PathBuf {
+        self.dir.path().join("bin/systemd-sysext")
+    }
+
+    /// Run `cmd` inside the machine's mount namespace.
+    pub fn run(&self, cmd: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg("-t")
+            .arg(self.pid().to_string())
+            .args(["-m", "--"])
+            .args(cmd)
+            .output()
+            .unwrap_or_else(|e| panic!("nsenter {cmd:?}: {e}"))
+    }
+
+    /// Run a shell script inside the machine's mount namespace.
+    pub fn sh(&self, script: &str) -> Output {
+        self.run(&["sh", "-c", script])
+    }
+
+    /// Run `systemd-sysext --root ROOT ARGS...` inside the machine (through [`Machine::sysext_bin`]).
+    pub fn sysext(&self, args: &[&str]) -> Output {
+        let root = format!("--root={}", self.root().display());
+        let out = Command::new(self.sysext_bin())
+            .arg(root)
+            .args(args)
+            .output();
+        out.unwrap_or_else(|e| panic!("run {}: {e}", self.sysext_bin().display()))
+    }
+
+    /// The names of the extensions merged now (from ROOT/usr/lib/extension-release.d inside the machine).
+    pub fn merged_names(&self) -> Vec<String> {
+        let dir = self.ns_root().join("usr/lib/extension-release.d");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("extension-release.")
+                    .map(String::from)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Run ROOT/usr/bin/NAME inside the machine and return its stdout; panics if it fails or is absent.
+    pub fn run_program(&self, name: &str) -> String {
+        let out = self.try_program(name);
+        assert!(
+            out.status.success(),
+            "{name} failed in the machine: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run ROOT/usr/bin/NAME inside the machine, whatever the outcome.
+    pub fn try_program(&self, name: &str) -> Output {
+        self.run(&[&self.root().join("usr/bin").join(name).to_string_lossy()])
+    }
+
+    /// The loop devices whose backing file lies in this machine's directory (its images, its USR image).
+    pub fn loop_devices(&self) -> Vec<LoopDevice> {
+        loop_devices_under(self.dir.path())
+    }
+
+    /// Power-cut and boot again with the same /usr: every mount (merge, /run) is gone.
+    pub fn reboot(&mut self) {
+        self.halt();
+        self.boot();
+    }
+
+    /// Power-cut and boot with `usr` mounted read-only at ROOT/usr: a directory (bind) or an image file.
+    pub fn reboot_into_usr(&mut self, usr: &Path) {
+        self.usr_source = Some(usr.to_path_buf());
+        self.reboot();
+    }
+
+    fn boot(&mut self) {
+        let root = self.root();
+        let mut script =
+            String::from("set -e; mount --make-rshared /; mount -t tmpfs tmpfs /run; ");
+        script += &format!("mount -t tmpfs tmpfs '{}/run'; ", root.display());
+        if let Some(usr) = &self.usr_source {
+            let how = if usr.is_dir() { "--bind" } else { "-o loop" };
+            script += &format!(
+                "mount {how} '{}' '{}/usr'; mount -o remount,ro,bind '{}/usr'; ",
+                usr.display(),
+                root.display(),
+                root.display()
+            );
+        }
+        // Stay alive while the test process lives (no orphaned namespaces if it is killed).
+        script += &format!(
+            "echo ready; while kill -0 {} 2>/dev/null; do sleep 1; done",
+            std::process::id()
+        );
+        let mut child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn unshare (util-linux)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read holder readiness");
+        if line.trim() != "ready" {
+            let out = child.wait_with_output().expect("holder output");
+            panic!(
+                "machine namespace setup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.holder = Some(child);
+        self.write_wrapper();
+    }
+
+    /// Kill the holder's whole process group and wait until the namespace's loop devices are released.
+    fn halt(&mut self) {
+        let Some(mut child) = self.holder.take() else {
+            return;
+        };
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.loop_devices().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn write_wrapper(&self) {
+        let bin = self.dir.path().join("bin");
+        fs::create_dir_all(&bin).expect("create machine bin dir");
+        let inner = bin.join("sysext-inner.sh");
+        write_exec(
+            &inner,
+            &inner_script(&self.root(), &self.dir.path().join("shadow")),
+        );
+        let outer = format!(
+            "#!/bin/sh\n# systemd-sysext inside sandbox machine {}\nexec nsenter -t {} -m -- /bin/sh '{}' \"$@\"\n",
+            self.root().display(),
+            self.pid(),
+            inner.display()
+        );
+        let tmp = bin.join(".systemd-sysext.tmp");
+        write_exec(&tmp, &outer);
+        fs::rename(&tmp, self.sysext_bin()).expect("install sysext wrapper");
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.halt();
+        let left = self.loop_devices();
+        if !left.is_empty() {
+            eprintln!(
+                "WARNING: machine {} left loop devices behind: {left:?}",
+                self.root().display()
+            );
+        }
+    }
+}
+
+fn write_exec(path: &Path, text: &str) {
+    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
+}
+
+/// The script run inside the namespace: shadow search dirs holding symlinks, run sysext, unshadow.
+fn inner_script(root: &Path, shadow: &Path) -> String {
+    let dirs = SEARCH_DIRS.join(" ");
+    format!(
+        r#"set -u
+ROOT='{root}'; SHADOW='{shadow}'; shadowed=""
+for d in {dirs}; do
+  dir="$ROOT/$d"; links=""
+  for f in "$dir"/*; do [ -L "$f" ] && links=1; done
+  [ -n "$links" ] || continue
+  s="$SHADOW/$(echo "$d" | tr / _)"; mkdir -p "$s"; mount -t tmpfs tmpfs "$s"
+  for f in "$dir"/*; do
+    [ -e "$f" ] || [ -L "$f" ] || continue
+    n=$(basename "$f"); t="$f"
+    if [ -L "$f" ]; then
+      t=$(readlink "$f")
+      case "$t" in /*) t="$ROOT$t" ;; *) t="$dir/$t" ;; esac
+      [ -e "$t" ] || continue
+    fi
+    if [ -d "$t" ]; then mkdir "$s/$n"; else : > "$s/$n"; fi
+    mount --bind "$t" "$s/$n"
+  done
+  mount --rbind "$s" "$dir"; shadowed="$shadowed $dir $s"
+done
+{bin} "$@"; rc=$?
+for m in $shadowed; do umount -R "$m"; done
+exit $rc
+"#,
+        root = root.display(),
+        shadow = shadow.display(),
+        bin = SYSTEMD_SYSEXT,
+    )
+}
+
+/// An attached loop device: its node and the `[DEV]:INODE` of its backing file, as `losetup -a` prints them.
+///
+/// The backing *path* is useless here: a file bound in another mount namespace shows as `/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LoopDevice {
+    /// `/dev/loopN`.
+    pub device: String,
+    /// `[DEV]:INODE` of the backing file (st_dev in decimal, st_ino).
+    pub backing: String,
+}
+
+/// Every attached loop device on the host (`losetup -a`).
+pub fn all_loop_devices() -> Vec<LoopDevice> {
+    let out = Command::new("losetup")
+        .arg("-a")
+        .output()
+        .expect("run losetup -a");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found: Vec<LoopDevice> = text
+        .lines()
+        .filter_map(|line| {
+            // /dev/loop1: [65024]:10043887 (/path)
+            let (device, rest) = line.split_once(": ")?;
+            let backing = rest.split(' ').next()?;
+            Some(LoopDevice {
+                device: device.to_string(),
+                backing: backing.to_string(),
+            })
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The attached loop devices whose backing file is a file below `dir` (matched by device and inode).
+pub fn loop_devices_under(dir: &Path) -> Vec<LoopDevice> {
+    let mut ids = std::collections::BTreeSet::new();
+    collect_file_ids(dir, &mut ids);
+    all_loop_devices()
+        .into_iter()
+        .filter(|l| ids.contains(&l.backing))
+        .collect()
+}
+
+fn collect_file_ids(dir: &Path, ids: &mut std::collections::BTreeSet<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            collect_file_ids(&entry.path(), ids);
+        } else if meta.is_file() {
+            ids.insert(format!("[{}]:{}", meta.dev(), meta.ino()));
+        }
+    }
+}
