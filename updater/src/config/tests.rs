@@ -246,3 +246,49 @@ fn keys_dir_prefers_etc_then_usr_share() {
         .unwrap();
     assert_eq!(s.keys_dir(&root), root.join(Path::new("/opt/keys")));
 }
+
+#[test]
+fn example_file_documents_every_key_and_parses() {
+    // The shipped example with every commented assignment switched on.
+    let text = include_str!("../../../systemd/upd/upd.conf.example");
+    let active: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .filter(|l| l.contains('=') && l.starts_with(|c: char| c.is_ascii_uppercase()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let origin = |line| Origin::File {
+        file: "upd.conf.example".into(),
+        line,
+    };
+    let s = Settings::from_entries(&raw::parse_text(&active, origin).unwrap()).unwrap();
+    assert_eq!(s.retention, Settings::default().retention);
+    for key in [
+        "SERVER",
+        "CHANNEL",
+        "EXTENSIONS",
+        "EXTENSION_",
+        "STORE_DIR",
+        "LINK_DIR",
+        "STATE_DIR",
+        "KEYS_DIR",
+        "REBOOT_STRATEGY",
+        "REBOOT_WINDOW",
+        "FLEET_LOCK_URL",
+        "ETCD_ENDPOINTS",
+        "GROUP",
+        "PARALLEL_DOWNLOADS",
+        "CONNECT_TIMEOUT_SECS",
+        "STALL_TIMEOUT_SECS",
+        "RETRIES",
+        "MACHINE_ID_PATH",
+        "WARINESS",
+        "RETENTION",
+        "SYSEXT_BIN",
+    ] {
+        assert!(
+            active.lines().any(|l| l.starts_with(key)),
+            "{key} is not in the example"
+        );
+    }
+}
