@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use upd::sysext::{is_merged, verify_merged, Sysext, SysextError};
-use upd_tests::images::{build_os_usr, build_sysext, OsSpec, SysextSpec};
+use upd_tests::images::{build_os_usr, build_sysext, populate_usr_dir, OsSpec, SysextSpec};
 use upd_tests::sandbox::{all_loop_devices, require_root, Machine};
 
 fn debian12() -> OsSpec {
@@ -161,6 +161,14 @@ fn after_reboot_nothing_is_merged_until_merge_runs_again() {
         machine.merged_names().is_empty(),
         "a VERSION_ID=12 extension must not merge on 13"
     );
+
+    let usr12 = images.path().join("usr12");
+    populate_usr_dir(&usr12, &debian12());
+    machine.reboot_into_usr(&usr12);
+    let write = machine.sh(&format!("touch {}/usr/lib/probe", machine.root().display()));
+    assert!(!write.status.success(), "the booted /usr must be read-only");
+    expect_ok(&machine.sysext(&["merge"]), "merge back on 12");
+    assert_eq!(machine.run_program("tools"), "tools 1.0\n");
 }
 
 #[test]
