@@ -278,7 +278,7 @@ impl Settings {
             RebootStrategy::EtcdLock if self.etcd_endpoints.is_empty() => "ETCD_ENDPOINTS",
             _ => return Ok(()),
         };
-        let strategy = format!("{:?}", self.reboot_strategy);
+        let strategy = self.reboot_strategy.to_string();
         Err(ConfigError::Incomplete {
             origin,
             strategy,

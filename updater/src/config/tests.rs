@@ -217,7 +217,8 @@ fn strategy_needs_its_settings() {
         &[],
     );
     assert!(
-        err.contains("upd.conf:1") && err.contains("needs FLEET_LOCK_URL"),
+        err.contains("upd.conf:1")
+            && err.contains("REBOOT_STRATEGY=fleet-lock needs FLEET_LOCK_URL"),
         "{err}"
     );
     let ok = [(

@@ -60,6 +60,25 @@ pub enum RebootStrategy {
     EtcdLock,
 }
 
+impl RebootStrategy {
+    /// The name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Immediate => "immediate",
+            Self::Window => "window",
+            Self::FleetLock => "fleet-lock",
+            Self::EtcdLock => "etcd-lock",
+        }
+    }
+}
+
+impl fmt::Display for RebootStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl FromStr for RebootStrategy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
