@@ -5,5 +5,6 @@ pub mod image;
 pub mod manifest;
 pub mod name;
 pub mod osrelease;
+pub mod repo;
 pub mod serve;
 pub mod verify;

@@ -1,2 +1,75 @@
-//! upd-channel: publish signed upd channels.
-fn main() {}
+//! upd-channel: publish signed upd channels (keys, roots, releases, signatures, verification, serving).
+
+mod add_release;
+mod common;
+mod init;
+mod keygen;
+mod rotate_root;
+mod serve;
+mod sign;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Publish signed upd channels: a static directory any HTTP server can serve.
+#[derive(Debug, Parser)]
+#[command(name = "upd-channel", version, about)]
+struct Cli {
+    /// More log output (-v info, -vv debug); UPD_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an Ed25519 signing key (PKCS#8, mode 0600).
+    Keygen(keygen::Args),
+    /// Create a repository: root version 1 and an empty draft per channel.
+    Init(init::Args),
+    /// Publish the next root version, signed by the old and the new root keys.
+    RotateRoot(rotate_root::Args),
+    /// Add a release (OS image and extension builds) to a channel's draft.
+    AddRelease(add_release::Args),
+    /// Sign a channel's draft into its manifest, or co-sign the manifest.
+    Sign(sign::Args),
+    /// Verify a channel as a machine would, from a directory or a URL.
+    Verify(verify::Args),
+    /// Serve a repository over HTTP (development and demos).
+    Serve(serve::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Keygen(a) => keygen::run(a),
+        Command::Init(a) => init::run(a),
+        Command::RotateRoot(a) => rotate_root::run(a),
+        Command::AddRelease(a) => add_release::run(a),
+        Command::Sign(a) => sign::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Serve(a) => serve::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("upd-channel: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        // The clap definition itself: conflicting names, bad defaults and the like panic here.
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,392 @@
+//! The publisher's channel repository on disk: layout, roots, drafts, image import, adding releases.
+//!
+//! ```text
+//! REPO/roots/N.root.json                  signed root documents, N = 1, 2, ...
+//! REPO/channels/<channel>/manifest.json   the signed manifest (DSSE envelope)
+//! REPO/channels/<channel>/draft.json      the unsigned working copy (plain manifest JSON)
+//! REPO/images/os/<ID>-<version>.raw
+//! REPO/images/ext/<name>/<name>-<extversion>-<osversion>.raw
+//! ```
+//! The directory is static: any HTTP server can publish it, and target paths are relative to it.
+
+mod release;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use semver::Version;
+use upd_keys::{KeyError, TrustedRoot};
+
+use crate::compat::Incompatible;
+use crate::image::ImageError;
+use crate::manifest::{Manifest, SchemaError, Sha256, Target};
+use crate::name::{Name, NameError, RelPath};
+
+pub use release::{add_release, inspect_ext, inspect_os, Added, ExtSource};
+
+/// Prefix of every temporary file the publisher creates next to its destination.
+pub const TMP_PREFIX: &str = ".upd-tmp-";
+
+/// Why a repository operation was refused; nothing was written when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A draft or manifest file is not a valid manifest.
+    #[error("{path}: {source}")]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: SchemaError,
+    },
+    /// A channel has no draft (the channel was never created with `init`).
+    #[error("channel '{channel}' has no draft at {path} (create it with `upd-channel init --channel {channel}`)")]
+    NoDraft {
+        /// The channel.
+        channel: Name,
+        /// Where the draft was expected.
+        path: PathBuf,
+    },
+    /// `init` would overwrite a root.
+    #[error("{path} already exists; refusing to overwrite a root (use rotate-root)")]
+    RootExists {
+        /// The existing root.
+        path: PathBuf,
+    },
+    /// The repository has no `roots/1.root.json`.
+    #[error("no root in {path} (create one with `upd-channel init`)")]
+    NoRoot {
+        /// The roots directory.
+        path: PathBuf,
+    },
+    /// A root file or the chain of roots was refused.
+    #[error("{path}: {source}")]
+    Root {
+        /// The root file (the last one of the chain).
+        path: PathBuf,
+        /// Why.
+        source: KeyError,
+    },
+    /// A signed manifest envelope could not be read.
+    #[error("{path}: not a readable manifest envelope: {reason}")]
+    Envelope {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Reading inside an image failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// An extension would not merge on the release it is added to.
+    #[error("{image}: refused for OS release {os_version}: {source}")]
+    Incompatible {
+        /// The extension image.
+        image: PathBuf,
+        /// The OS release it was meant for.
+        os_version: Version,
+        /// The systemd-sysext rule that fails.
+        source: Box<Incompatible>,
+    },
+    /// A field of an os-release or extension-release file is missing or unusable.
+    #[error("{image}: {field}: {reason}")]
+    ReleaseField {
+        /// The image read.
+        image: PathBuf,
+        /// The field (`ID`, `VERSION_ID`, `SYSEXT_VERSION_ID`, ...).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A name or path is unsafe.
+    #[error("{what}: {source}")]
+    Name {
+        /// What the name is for.
+        what: String,
+        /// Why it was refused.
+        source: NameError,
+    },
+    /// The release exists with a different OS image.
+    #[error("release {version} already has OS image {existing_path} (sha256 {existing}); the new image has sha256 {new}: a release's OS image never changes, publish a new version")]
+    OsImageDiffers {
+        /// The release.
+        version: Version,
+        /// Its image path.
+        existing_path: RelPath,
+        /// Its image hash (hex).
+        existing: String,
+        /// The hash of the image offered (hex).
+        new: String,
+    },
+    /// The extension build is already in the release.
+    #[error("release {version} already lists extension {name} {ext_version}")]
+    DuplicateExt {
+        /// The release.
+        version: Version,
+        /// The extension.
+        name: Name,
+        /// Its version.
+        ext_version: Version,
+    },
+    /// An image of the same path but different content is already in the repository.
+    #[error("{path} already exists with sha256 {existing}, the new image has {new}; refusing to replace a published image")]
+    ImageExists {
+        /// The repository file.
+        path: PathBuf,
+        /// Its hash.
+        existing: Sha256,
+        /// The hash of the image offered.
+        new: Sha256,
+    },
+    /// The edited draft breaks a manifest rule.
+    #[error("the draft would be invalid: {0}")]
+    Invalid(String),
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
+    move |source| RepoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A channel repository rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    root: PathBuf,
+}
+
+impl Repo {
+    /// The repository at `root` (nothing is read yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The repository directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `roots/N.root.json`.
+    pub fn root_file(&self, version: u64) -> PathBuf {
+        self.root.join("roots").join(format!("{version}.root.json"))
+    }
+
+    /// `channels/<channel>/draft.json`.
+    pub fn draft_file(&self, channel: &Name) -> PathBuf {
+        self.root
+            .join("channels")
+            .join(channel.as_str())
+            .join("draft.json")
+    }
+
+    /// `channels/<channel>/manifest.json`.
+    pub fn manifest_file(&self, channel: &Name) -> PathBuf {
+        self.root
+            .join("channels")
+            .join(channel.as_str())
+            .join("manifest.json")
+    }
+
+    /// The bytes of `roots/1.root.json`, `2.root.json`, ... up to the first missing one.
+    pub fn read_roots(&self) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for version in 1.. {
+            let path = self.root_file(version);
+            match fs::read(&path) {
+                Ok(bytes) => out.push(bytes),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest root, trusted by following the chain from `roots/1.root.json`.
+    pub fn trusted_root(&self, now: DateTime<Utc>) -> Result<TrustedRoot> {
+        let roots = self.read_roots()?;
+        let Some((first, chain)) = roots.split_first() else {
+            return Err(RepoError::NoRoot {
+                path: self.root.join("roots"),
+            });
+        };
+        TrustedRoot::from_chain(first, chain, now).map_err(|source| RepoError::Root {
+            path: self.root_file(roots.len() as u64),
+            source,
+        })
+    }
+
+    /// Writes `roots/N.root.json`, refusing to replace an existing one.
+    pub fn write_root(&self, version: u64, envelope: &[u8]) -> Result<PathBuf> {
+        let path = self.root_file(version);
+        if path.exists() {
+            return Err(RepoError::RootExists { path });
+        }
+        write_atomic(&path, envelope)?;
+        Ok(path)
+    }
+
+    /// Loads and validates a channel's draft.
+    pub fn load_draft(&self, channel: &Name) -> Result<Manifest> {
+        let path = self.draft_file(channel);
+        let bytes = match fs::read(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::NoDraft {
+                    channel: channel.clone(),
+                    path,
+                })
+            }
+            r => r.map_err(io_err(&path))?,
+        };
+        Manifest::from_bytes(&bytes).map_err(|source| RepoError::Manifest { path, source })
+    }
+
+    /// Validates and writes a channel's draft atomically; returns its path.
+    pub fn save_draft(&self, draft: &Manifest) -> Result<PathBuf> {
+        draft.validate().map_err(RepoError::Invalid)?;
+        let path = self.draft_file(&draft.channel);
+        write_atomic(&path, &draft.to_bytes())?;
+        Ok(path)
+    }
+
+    /// The serial of the published manifest, read without verifying it (the publisher's own file).
+    pub fn published_serial(&self, channel: &Name) -> Result<Option<u64>> {
+        let path = self.manifest_file(channel);
+        let bytes = match fs::read(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            r => r.map_err(io_err(&path))?,
+        };
+        let bad = |reason: String| RepoError::Envelope {
+            path: path.clone(),
+            reason,
+        };
+        let env: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let payload = env["payload"]
+            .as_str()
+            .ok_or_else(|| bad("no payload".into()))?;
+        let payload = STANDARD.decode(payload).map_err(|e| bad(e.to_string()))?;
+        let m = Manifest::from_bytes(&payload).map_err(|e| bad(e.to_string()))?;
+        Ok(Some(m.serial))
+    }
+
+    /// Writes a channel's signed manifest atomically; returns its path.
+    pub fn write_manifest(&self, channel: &Name, envelope: &[u8]) -> Result<PathBuf> {
+        let path = self.manifest_file(channel);
+        write_atomic(&path, envelope)?;
+        Ok(path)
+    }
+
+    /// Copies `src` to `rel` under the repository via a temporary file and a
+    /// rename, and returns its target; an identical file already there is kept.
+    pub fn import_image(&self, src: &Path, rel: &RelPath) -> Result<Target> {
+        let (size, sha256) = hash_file(src)?;
+        let dest = rel.under(&self.root);
+        if dest.exists() {
+            let (_, existing) = hash_file(&dest)?;
+            if existing != sha256 {
+                return Err(RepoError::ImageExists {
+                    path: dest,
+                    existing,
+                    new: sha256,
+                });
+            }
+        } else {
+            let dir = dest.parent().expect("a repository path has a parent");
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            let tmp = dir.join(format!("{TMP_PREFIX}{}", rel.file_name()));
+            let _ = fs::remove_file(&tmp);
+            // A copy, not a hard link: a builder rewriting its output in place must not change
+            // a published image under its signed hash.
+            fs::copy(src, &tmp).map_err(io_err(&tmp))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&tmp))?;
+            rename_durable(&tmp, &dest)?;
+        }
+        Ok(Target {
+            path: rel.clone(),
+            size,
+            sha256,
+        })
+    }
+}
+
+/// `images/os/<ID>-<version>.raw`.
+pub fn os_image_path(id: &str, version: &Version) -> Result<RelPath> {
+    rel(&format!("images/os/{id}-{version}.raw"), "OS image path")
+}
+
+/// `images/ext/<name>/<name>-<extversion>-<osversion>.raw`.
+pub fn ext_image_path(name: &Name, ext: &Version, os: &Version) -> Result<RelPath> {
+    rel(
+        &format!("images/ext/{name}/{name}-{ext}-{os}.raw"),
+        "extension image path",
+    )
+}
+
+fn rel(s: &str, what: &str) -> Result<RelPath> {
+    RelPath::new(s).map_err(|source| RepoError::Name {
+        what: what.to_string(),
+        source,
+    })
+}
+
+/// Size and SHA-256 of a file, read in chunks.
+pub fn hash_file(path: &Path) -> Result<(u64, Sha256)> {
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        ctx.update(&buf[..n]);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok((size, Sha256(out)))
+}
+
+/// Writes `bytes` to `path`: temporary sibling, write, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("a file path has a parent");
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let name = path
+        .file_name()
+        .expect("a file path has a name")
+        .to_string_lossy();
+    let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    rename_durable(&tmp, path)
+}
+
+fn rename_durable(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(io_err(to))?;
+    let dir = to.parent().expect("a file path has a parent");
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests;
