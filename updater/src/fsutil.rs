@@ -24,19 +24,28 @@ pub struct PathError {
 impl PathError {
     /// Wrap `source` with the operation and path it belongs to.
     pub fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
-        Self { op, path: path.to_path_buf(), source }
+        Self {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
 /// The temporary sibling used while writing `path` durably.
 pub fn tmp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!("{TMP_PREFIX}{name}.{}", std::process::id()))
 }
 
 /// fsync a directory, so that renames and creations inside it survive power loss.
 pub fn sync_dir(dir: &Path) -> Result<(), PathError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| PathError::new("fsync directory", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| PathError::new("fsync directory", dir, e))
 }
 
 /// Rename `from` over `to` and fsync the destination directory.
@@ -58,7 +67,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PathErro
             .mode(mode)
             .open(&tmp)
             .map_err(|e| PathError::new("create", &tmp, e))?;
-        f.write_all(bytes).map_err(|e| PathError::new("write", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| PathError::new("write", &tmp, e))?;
         f.sync_all().map_err(|e| PathError::new("fsync", &tmp, e))?;
         rename_durable(&tmp, path)
     })();
@@ -72,7 +82,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PathErro
 pub fn symlink_atomic(target: &Path, link: &Path) -> Result<(), PathError> {
     let tmp = tmp_sibling(link);
     let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).map_err(|e| PathError::new("create symlink", &tmp, e))?;
+    std::os::unix::fs::symlink(target, &tmp)
+        .map_err(|e| PathError::new("create symlink", &tmp, e))?;
     rename_durable(&tmp, link)
 }
 
@@ -88,7 +99,11 @@ pub fn sweep_tmp(dir: &Path) -> Result<usize, PathError> {
         let entry = entry.map_err(|e| PathError::new("read directory", dir, e))?;
         if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
             let p = entry.path();
-            let r = if p.is_dir() && !p.is_symlink() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            let r = if p.is_dir() && !p.is_symlink() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
             r.map_err(|e| PathError::new("remove leftover", &p, e))?;
             n += 1;
         }

@@ -1,9 +1,17 @@
 //! upd: the machine-side agent that fetches, verifies, stages and switches OS and sysext images in lockstep.
 
+pub mod channel;
+pub mod cli;
 pub mod config;
+pub mod failpoint;
 pub mod fetch;
 pub mod fsutil;
+pub mod hash;
 pub mod lock;
+pub mod machine;
 pub mod plan;
+pub mod pull;
 pub mod state;
+pub mod switch;
 pub mod sysext;
+pub mod trust;

@@ -1,2 +1,5 @@
 //! upd: command-line entry point; only dispatches.
-fn main() {}
+
+fn main() -> std::process::ExitCode {
+    upd::cli::main()
+}

@@ -1,0 +1,113 @@
+//! Fetching and verifying the channel manifest, with a conditional GET and a verified local cache.
+
+use std::fs;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use upd_channels::manifest::{Manifest, MAX_MANIFEST_BYTES};
+use upd_channels::name::Name;
+use upd_channels::verify::{verify_manifest, Expect, ManifestError};
+
+use crate::fetch::{FetchError, Fetcher, ManifestFetch};
+use crate::fsutil::{atomic_write, PathError};
+use crate::machine::Machine;
+use crate::state::State;
+use crate::trust::{self, TrustError};
+
+/// Why the channel could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// `SERVER` is not set.
+    #[error("no SERVER is configured (set SERVER= in /etc/upd/upd.conf)")]
+    NoServer,
+    /// The trusted root.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// The download.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The manifest was refused: the machine is left as it was.
+    #[error("refused the manifest from {url}: {source}")]
+    Refused {
+        /// Where it came from.
+        url: String,
+        /// Why.
+        #[source]
+        source: ManifestError,
+    },
+    /// The server said 304 but there is no cached copy.
+    #[error("the server answered 304 Not Modified but {0} is missing")]
+    NoCache(PathBuf),
+    /// Cache I/O.
+    #[error(transparent)]
+    Io(#[from] PathError),
+}
+
+/// A verified manifest and how it was obtained.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The manifest, parsed from the exact verified bytes.
+    pub manifest: Manifest,
+    /// Whether the server said nothing changed.
+    pub not_modified: bool,
+}
+
+/// The base URL of the channel repository.
+pub fn server(m: &Machine) -> Result<String, ChannelError> {
+    let s = m.settings.server.as_ref().ok_or(ChannelError::NoServer)?;
+    Ok(s.as_str().trim_end_matches('/').to_string())
+}
+
+/// Check the channel: follow root rotations, conditional GET of the manifest, verify it, record
+/// its serial and ETag in `state` (in memory; the caller commits) and cache the verified bytes.
+pub async fn fetch_verified(
+    m: &Machine,
+    state: &mut State,
+    fetcher: &Fetcher,
+    now: DateTime<Utc>,
+) -> Result<Fetched, ChannelError> {
+    let server = server(m)?;
+    let state_dir = m.state_dir();
+    let root = trust::load(&m.settings.keys_dir(&m.root), &state_dir, now)?;
+    let root = trust::update(root, fetcher, &server, &state_dir, now).await?;
+    let channel: &Name = &channel_name(m);
+    let url = format!("{server}/channels/{channel}/manifest.json");
+    let cache = state_dir.join("manifest.json");
+    let etag = state.manifest_etag.clone().filter(|_| cache.exists());
+    let (bytes, new_etag, not_modified) = match fetcher
+        .fetch_manifest(&url, etag.as_deref(), MAX_MANIFEST_BYTES as u64 * 2)
+        .await?
+    {
+        ManifestFetch::Fetched { bytes, etag } => (bytes, etag, false),
+        ManifestFetch::NotModified => {
+            let b = fs::read(&cache).map_err(|_| ChannelError::NoCache(cache.clone()))?;
+            (b, etag, true)
+        }
+    };
+    let expect = Expect {
+        channel,
+        highest_serial: state.highest_serial.get(channel.as_str()).copied(),
+        now,
+    };
+    let manifest =
+        verify_manifest(&bytes, &root, expect).map_err(|source| ChannelError::Refused {
+            url: url.clone(),
+            source,
+        })?;
+    state
+        .record_serial(channel.as_str(), manifest.serial)
+        .expect("verify_manifest checked the serial");
+    if !not_modified {
+        atomic_write(&cache, &bytes, 0o644)?;
+        state.manifest_etag = new_etag;
+    }
+    tracing::info!(channel = %channel, serial = manifest.serial, not_modified, "manifest verified");
+    Ok(Fetched {
+        manifest,
+        not_modified,
+    })
+}
+
+fn channel_name(m: &Machine) -> Name {
+    Name::new(m.settings.channel.as_str()).expect("config names use the same alphabet")
+}

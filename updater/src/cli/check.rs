@@ -1,0 +1,165 @@
+//! `upd check` (what would be installed, and will it merge) and `upd list` (the channel's releases).
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::{exit, print_json, runtime};
+use crate::channel;
+use crate::machine::Machine;
+use crate::plan;
+use crate::pull::{current_builds, fetcher, running_release, wanted, Session};
+
+/// Options of `check`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Wait for another upd to finish instead of failing.
+    #[arg(long)]
+    wait: bool,
+}
+
+/// Options of `list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct ExtReport {
+    name: String,
+    installed: Option<String>,
+    candidate: Option<String>,
+    will_merge: bool,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CheckReport {
+    channel: String,
+    serial: u64,
+    os_running: String,
+    os_newest: Option<String>,
+    update_available: bool,
+    extensions: Vec<ExtReport>,
+}
+
+/// Run `check`.
+pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
+    let now = Utc::now();
+    let mut s = Session::open(m, a.wait, true, now)?;
+    let f = fetcher(&s.machine)?;
+    let fetched =
+        runtime()?.block_on(channel::fetch_verified(&s.machine, &mut s.state, &f, now))?;
+    s.state.save(&s.machine.state_dir())?;
+    let host = s.machine.host()?;
+    let manifest = &fetched.manifest;
+    let release = running_release(manifest, &host)?;
+    let p = plan::plan(release, &host.identity, &wanted(&s.machine));
+    let current = current_builds(&s.state);
+    let installed = |n: &str| {
+        s.state
+            .active
+            .as_ref()
+            .and_then(|g| g.extensions.get(n))
+            .map(|e| e.version.clone())
+    };
+    let extensions: Vec<ExtReport> = p
+        .choices
+        .iter()
+        .map(|c| ExtReport {
+            name: c.name.clone(),
+            installed: installed(&c.name),
+            candidate: c.build.as_ref().map(|b| b.version.to_string()),
+            will_merge: c.build.is_some(),
+            reason: c.problem.clone(),
+        })
+        .collect();
+    let newest = manifest
+        .releases
+        .iter()
+        .filter(|r| !r.withdrawn && r.version > host.version)
+        .map(|r| r.version.to_string())
+        .next_back();
+    let update_available = p.differs_from(&current) || newest.is_some();
+    let report = CheckReport {
+        channel: manifest.channel.to_string(),
+        serial: manifest.serial,
+        os_running: host.version.to_string(),
+        os_newest: newest,
+        update_available,
+        extensions,
+    };
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "channel {} serial {}; running OS {}",
+            report.channel, report.serial, report.os_running
+        );
+        if let Some(n) = &report.os_newest {
+            println!("newer OS release available: {n}");
+        }
+        for e in &report.extensions {
+            let cand = e.candidate.as_deref().unwrap_or("-");
+            let inst = e.installed.as_deref().unwrap_or("-");
+            match &e.reason {
+                None => println!(
+                    "  {:20} installed {inst:12} candidate {cand:12} merges: yes",
+                    e.name
+                ),
+                Some(r) => println!(
+                    "  {:20} installed {inst:12} candidate {cand:12} merges: NO: {r}",
+                    e.name
+                ),
+            }
+        }
+    }
+    Ok(if update_available {
+        exit::UPDATE_AVAILABLE
+    } else {
+        exit::OK
+    })
+}
+
+/// Run `list`.
+pub fn list(m: Machine, a: &ListArgs) -> anyhow::Result<u8> {
+    let now = Utc::now();
+    let mut s = Session::open(m, false, true, now)?;
+    let f = fetcher(&s.machine)?;
+    let fetched =
+        runtime()?.block_on(channel::fetch_verified(&s.machine, &mut s.state, &f, now))?;
+    s.state.save(&s.machine.state_dir())?;
+    let manifest = fetched.manifest;
+    if a.json {
+        return print_json(&manifest).map(|_| exit::OK);
+    }
+    println!(
+        "channel {} serial {} expires {}",
+        manifest.channel, manifest.serial, manifest.expires
+    );
+    for r in &manifest.releases {
+        let flags = [
+            (r.withdrawn, " withdrawn"),
+            (r.paused, " paused"),
+            (r.barrier, " barrier"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, t)| *t)
+        .collect::<String>();
+        println!(
+            "{} ({} {}){flags}",
+            r.version,
+            r.os.identity.id,
+            r.os.identity.version_id.as_deref().unwrap_or("-")
+        );
+        for e in &r.extensions {
+            println!("  {} {} ({} bytes)", e.name, e.version, e.image.size);
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,99 @@
+//! `upd status`: running OS, generations, links, unfinished switch.
+
+use serde::Serialize;
+
+use super::{exit, print_json};
+use crate::machine::Machine;
+use crate::state::{Generation, State, SwitchJournal};
+
+/// Options of `status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Status {
+    os_version: Option<String>,
+    channel: String,
+    highest_serial: Option<u64>,
+    active: Option<Generation>,
+    pending: Option<Generation>,
+    previous: Option<Generation>,
+    unfinished_switch: Option<SwitchJournal>,
+    links: std::collections::BTreeMap<String, String>,
+}
+
+/// Run it (reads only; takes no lock).
+pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
+    let state = State::load(&m.state_dir())?;
+    let os_version = m.host().ok().map(|h| h.version.to_string());
+    let mut links = std::collections::BTreeMap::new();
+    let mut names: std::collections::BTreeSet<String> = state
+        .active
+        .iter()
+        .flat_map(|g| g.extensions.keys().cloned())
+        .collect();
+    names.extend(m.settings.extensions.keys().map(|n| n.as_str().to_string()));
+    for n in &names {
+        let shown = match m.current_link(n) {
+            Ok(Some(t)) => t.display().to_string(),
+            Ok(None) => "(none)".into(),
+            Err(e) => format!("(not upd's: {e})"),
+        };
+        links.insert(n.clone(), shown);
+    }
+    let st = Status {
+        os_version,
+        channel: m.settings.channel.to_string(),
+        highest_serial: state
+            .highest_serial
+            .get(m.settings.channel.as_str())
+            .copied(),
+        active: state.active.clone(),
+        pending: state.pending.clone(),
+        previous: state.previous.clone(),
+        unfinished_switch: state.journal.clone(),
+        links,
+    };
+    if a.json {
+        return print_json(&st).map(|_| exit::OK);
+    }
+    println!(
+        "OS: {}  channel: {}  manifest serial: {}",
+        st.os_version.as_deref().unwrap_or("unknown"),
+        st.channel,
+        st.highest_serial
+            .map(|s| s.to_string())
+            .unwrap_or("-".into())
+    );
+    for (label, g) in [
+        ("active", &st.active),
+        ("pending", &st.pending),
+        ("previous", &st.previous),
+    ] {
+        match g {
+            Some(g) => {
+                println!(
+                    "{label}: generation {} (OS {}, {})",
+                    g.id,
+                    g.os_version,
+                    g.created.format("%Y-%m-%d %H:%M UTC")
+                );
+                for (n, e) in &g.extensions {
+                    println!("    {n} {} [{}]", e.version, &e.sha256[..12]);
+                }
+            }
+            None => println!("{label}: none"),
+        }
+    }
+    if let Some(j) = &st.unfinished_switch {
+        println!("UNFINISHED SWITCH to generation {} ({:?}): the next upd run or `upd boot` finishes or undoes it", j.target.id, j.phase);
+    }
+    for (n, t) in &st.links {
+        println!("link {n}.raw -> {t}");
+    }
+    Ok(exit::OK)
+}

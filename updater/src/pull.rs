@@ -1,0 +1,395 @@
+//! `upd pull` for the running OS: check the channel, fetch the chosen extension builds, check them
+//! from inside the images against the running host, then switch.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use semver::Version;
+use upd_channels::compat;
+use upd_channels::image;
+use upd_channels::manifest::{ExtBuild, ExtIdentity, Manifest, Release};
+
+use crate::channel::{self, ChannelError};
+use crate::fetch::{ensure_free_space, FetchConfig, FetchError, FetchItem, Fetcher, Progress};
+use crate::fsutil::{sweep_tmp, PathError};
+use crate::lock::{LockError, ProcessLock};
+use crate::machine::{Host, Machine, MachineError};
+use crate::plan::{self, Plan, Wanted};
+use crate::state::{ExtImage, Generation, LinkSet, State, StateError};
+use crate::switch::{self, Reconciled, SwitchError};
+
+/// Why a pull or check stopped; the machine is left as it was (or on the complete new set).
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// Another upd holds the lock.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// State file.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The machine (os-release, links).
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    /// Channel, root or manifest.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// Downloads.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Several downloads failed.
+    #[error("{} download(s) failed: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Fetches(Vec<FetchError>),
+    /// The running OS is not a release of the channel.
+    #[error(
+        "the running OS {version} is not a release of channel '{channel}' (releases: {known})"
+    )]
+    UnknownOs {
+        /// Host version.
+        version: Version,
+        /// Channel.
+        channel: String,
+        /// Known versions.
+        known: String,
+    },
+    /// An OS release other than the running one was asked for.
+    #[error("release {0} is another OS version; OS (A/B slot) updates are not supported by this build yet")]
+    OsUpdate(Version),
+    /// An image that systemd-sysext would not merge, or that differs from what the manifest declares.
+    #[error("refused image {path}: {why}")]
+    Incompatible {
+        /// The image.
+        path: PathBuf,
+        /// The rule that fails.
+        why: String,
+    },
+    /// The switch.
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+    /// File system.
+    #[error(transparent)]
+    Io(#[from] PathError),
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PullReport {
+    /// The release pulled for.
+    pub release: String,
+    /// Name → (from version, to version); `None` where absent.
+    pub changed: BTreeMap<String, (Option<String>, Option<String>)>,
+    /// Enabled extensions left as they were, and why.
+    pub problems: Vec<String>,
+    /// Bytes received from the network for images.
+    pub downloaded: u64,
+    /// Bytes reused from partial files of an earlier run.
+    pub resumed: u64,
+    /// Whether an unfinished switch was found and finished or undone first.
+    pub reconciled: String,
+}
+
+/// Everything a command needs after taking the lock and reconciling.
+pub struct Session {
+    /// The machine.
+    pub machine: Machine,
+    /// The loaded state (mutated in memory; saved by the step that changes it).
+    pub state: State,
+    /// What reconciliation did.
+    pub reconciled: Reconciled,
+    _lock: ProcessLock,
+}
+
+impl Session {
+    /// Lock, sweep leftovers, load the state and finish or undo a switch cut short (`live`: refresh allowed).
+    pub fn open(
+        machine: Machine,
+        wait: bool,
+        live: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Self, PullError> {
+        let state_dir = machine.state_dir();
+        fs::create_dir_all(&state_dir)
+            .map_err(|e| PathError::new("create directory", &state_dir, e))?;
+        let lock = ProcessLock::acquire(&state_dir, wait)?;
+        sweep_tmp(&state_dir)?;
+        sweep_tmp(&machine.link_dir())?;
+        if let Ok(rd) = fs::read_dir(machine.store_dir()) {
+            for e in rd.flatten() {
+                sweep_tmp(&e.path())?;
+            }
+        }
+        let mut state = State::load(&state_dir)?;
+        let reconciled = switch::reconcile(&machine, &mut state, now, live)?;
+        Ok(Self {
+            machine,
+            state,
+            reconciled,
+            _lock: lock,
+        })
+    }
+}
+
+/// The fetcher configured from the settings.
+pub fn fetcher(m: &Machine) -> Result<Fetcher, FetchError> {
+    let s = &m.settings;
+    Fetcher::new(FetchConfig {
+        timeout_connect: s.connect_timeout,
+        stall_timeout: s.stall_timeout,
+        retries: s.retries,
+        parallel: s.parallel_downloads,
+        ..FetchConfig::default()
+    })
+}
+
+/// The enabled extensions with their requirements.
+pub fn wanted(m: &Machine) -> Vec<Wanted> {
+    m.settings
+        .extensions
+        .iter()
+        .map(|(n, r)| Wanted {
+            name: n.as_str().to_string(),
+            req: r.clone(),
+        })
+        .collect()
+}
+
+/// The release of the running OS.
+pub fn running_release<'a>(manifest: &'a Manifest, host: &Host) -> Result<&'a Release, PullError> {
+    manifest
+        .release(&host.version)
+        .ok_or_else(|| PullError::UnknownOs {
+            version: host.version.clone(),
+            channel: manifest.channel.to_string(),
+            known: manifest
+                .releases
+                .iter()
+                .map(|r| r.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// The store file name of a build: name, version and a hash prefix (two builds never share a file).
+pub fn store_file_name(b: &ExtBuild) -> String {
+    format!(
+        "{}-{}-{}.raw",
+        b.name,
+        b.version,
+        &b.image.sha256.to_hex()[..12]
+    )
+}
+
+/// Name → sha256 of the active generation's builds.
+pub fn current_builds(state: &State) -> BTreeMap<String, String> {
+    state
+        .active
+        .iter()
+        .flat_map(|g| g.extensions.iter())
+        .map(|(n, e)| (n.clone(), e.sha256.clone()))
+        .collect()
+}
+
+/// Run `upd pull` for the running OS (or the given `version`, which must be the running one).
+pub async fn pull(
+    s: &mut Session,
+    version: Option<&Version>,
+    progress: &dyn Fn() -> Arc<dyn Progress>,
+    now: DateTime<Utc>,
+) -> Result<PullReport, PullError> {
+    let m = s.machine.clone();
+    let fetcher = fetcher(&m)?;
+    let fetched = channel::fetch_verified(&m, &mut s.state, &fetcher, now).await;
+    let fetched = match fetched {
+        Ok(f) => f,
+        Err(e) => return Err(e.into()),
+    };
+    s.state.save(&m.state_dir())?;
+    let host = m.host()?;
+    if let Some(v) = version.filter(|v| **v != host.version) {
+        return Err(PullError::OsUpdate(v.clone()));
+    }
+    let release = running_release(&fetched.manifest, &host)?;
+    let plan = plan::plan(release, &host.identity, &wanted(&m));
+    let mut report = PullReport {
+        release: release.version.to_string(),
+        changed: BTreeMap::new(),
+        problems: plan.blocked().filter_map(|c| c.problem.clone()).collect(),
+        downloaded: 0,
+        resumed: 0,
+        reconciled: format!("{:?}", s.reconciled),
+    };
+    let (target, to) = target_generation(&m, &s.state, &plan, &host, now)?;
+    let current = current_links_of(&m, &s.state, &to)?;
+    if current == to {
+        tracing::info!(release = %release.version, "extensions are up to date");
+        return Ok(report);
+    }
+    let new_files = download(&m, &fetcher, &plan, progress, &mut report).await?;
+    if let Err(e) = check_images(&m, &plan, &host) {
+        for f in new_files {
+            let _ = fs::remove_file(f);
+        }
+        return Err(e);
+    }
+    report.changed = diff(&s.state, &target);
+    let id = s.state.next_generation_id();
+    let target = Generation { id, ..target };
+    switch::switch(&m, &mut s.state, target, to, now)?;
+    Ok(report)
+}
+
+fn current_links_of(m: &Machine, state: &State, to: &LinkSet) -> Result<LinkSet, PullError> {
+    let mut names: Vec<&String> = to.keys().collect();
+    if let Some(a) = &state.active {
+        names.extend(a.extensions.keys());
+    }
+    Ok(m.current_links(names)?)
+}
+
+/// The generation the plan leads to, and its links. Blocked extensions keep their current build.
+fn target_generation(
+    m: &Machine,
+    state: &State,
+    plan: &Plan,
+    host: &Host,
+    now: DateTime<Utc>,
+) -> Result<(Generation, LinkSet), PullError> {
+    let mut exts = BTreeMap::new();
+    let mut to = LinkSet::new();
+    for b in plan.chosen() {
+        let file = store_file_name(b);
+        to.insert(
+            b.name.to_string(),
+            Some(m.link_target(b.name.as_str(), &file)),
+        );
+        exts.insert(
+            b.name.to_string(),
+            ExtImage {
+                version: b.version.to_string(),
+                file,
+                sha256: b.image.sha256.to_hex(),
+            },
+        );
+    }
+    if let Some(active) = &state.active {
+        for (name, img) in &active.extensions {
+            let enabled = m.settings.extension_enabled(name);
+            if enabled && !exts.contains_key(name) {
+                to.insert(name.clone(), Some(m.link_target(name, &img.file)));
+                exts.insert(name.clone(), img.clone());
+            } else if !enabled {
+                to.insert(name.clone(), None);
+            }
+        }
+    }
+    let gen = Generation {
+        id: 0,
+        os_version: host.version.to_string(),
+        slot: None,
+        extensions: exts,
+        created: now,
+    };
+    Ok((gen, to))
+}
+
+fn diff(state: &State, target: &Generation) -> BTreeMap<String, (Option<String>, Option<String>)> {
+    let empty = BTreeMap::new();
+    let before = state
+        .active
+        .as_ref()
+        .map(|a| &a.extensions)
+        .unwrap_or(&empty);
+    let mut out = BTreeMap::new();
+    for name in before.keys().chain(target.extensions.keys()) {
+        let (a, b) = (before.get(name), target.extensions.get(name));
+        if a != b {
+            out.insert(
+                name.clone(),
+                (a.map(|e| e.version.clone()), b.map(|e| e.version.clone())),
+            );
+        }
+    }
+    out
+}
+
+/// Download the chosen builds that are not in the store yet; re-hash those that are.
+async fn download(
+    m: &Machine,
+    fetcher: &Fetcher,
+    plan: &Plan,
+    progress: &dyn Fn() -> Arc<dyn Progress>,
+    report: &mut PullReport,
+) -> Result<Vec<PathBuf>, PullError> {
+    let server = channel::server(m)?;
+    let mut items = Vec::new();
+    for b in plan.chosen() {
+        let dest = m.store_file(b.name.as_str(), &store_file_name(b));
+        if dest.exists() && crate::hash::file_sha256(&dest)? == b.image.sha256.0 {
+            continue;
+        }
+        if dest.exists() {
+            tracing::warn!(path = %dest.display(), "store image does not match its hash; fetching it again");
+            fs::remove_file(&dest).map_err(|e| PathError::new("remove", &dest, e))?;
+        }
+        let dir = dest.parent().expect("store files have a directory");
+        fs::create_dir_all(dir).map_err(|e| PathError::new("create directory", dir, e))?;
+        items.push(FetchItem {
+            url: b.image.path.url_under(&server),
+            dest,
+            size: b.image.size,
+            sha256: b.image.sha256.0,
+            progress: progress(),
+        });
+    }
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let needed: u64 = items.iter().map(|i| i.size).sum();
+    fs::create_dir_all(m.store_dir())
+        .map_err(|e| PathError::new("create directory", &m.store_dir(), e))?;
+    ensure_free_space(&m.store_dir(), needed)?;
+    let results = fetcher
+        .fetch_all(&items, m.settings.parallel_downloads)
+        .await;
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(o) => {
+                report.downloaded += o.bytes_downloaded;
+                report.resumed += o.resumed_from;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    match errors.len() {
+        0 => Ok(items.into_iter().map(|i| i.dest).collect()),
+        1 => Err(errors.remove(0).into()),
+        _ => Err(PullError::Fetches(errors)),
+    }
+}
+
+/// Read each chosen image's extension-release from inside the image and apply systemd-sysext's
+/// rules against the running host; the image must also declare what the manifest says.
+fn check_images(m: &Machine, plan: &Plan, host: &Host) -> Result<(), PullError> {
+    for b in plan.chosen() {
+        let path = m.store_file(b.name.as_str(), &store_file_name(b));
+        let bad = |why: String| PullError::Incompatible {
+            path: path.clone(),
+            why,
+        };
+        let (found, release) = image::read_extension_release(&path, b.name.as_str())
+            .map_err(|e| bad(e.to_string()))?;
+        compat::check(&format!("{}.raw", b.name), &found, &release, &host.identity)
+            .map_err(|e| bad(e.to_string()))?;
+        let inside = ExtIdentity::from_release(&release);
+        if inside != b.release {
+            return Err(bad(format!(
+                "its extension-release says {inside:?}, the signed manifest says {:?}",
+                b.release
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The journaled switch of the active extension set: journal → links → refresh → check → commit,
+//! and the reconciliation that finishes or undoes a switch cut short.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use upd_channels::image;
+
+use crate::failpoint;
+use crate::machine::{Machine, MachineError};
+use crate::state::{Generation, LinkSet, State, StateError, SwitchPhase, TransitionError};
+use crate::sysext::{compare_merged, merged_set, SysextError, RELEASE_DIR};
+
+/// Why a switch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// Links or the machine.
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    /// The state file.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A transition not allowed from the current state.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// Reading a release file from a store image.
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    /// The new set did not merge as expected; the previous set was restored.
+    #[error("the new extension set did not merge as expected ({cause}); switched back to the previous set")]
+    RolledBack {
+        /// What went wrong.
+        cause: SysextError,
+    },
+    /// The refresh or check failed and so did restoring the previous set.
+    #[error("switching failed ({cause}) and restoring the previous set failed too ({restore})")]
+    RestoreFailed {
+        /// The first failure.
+        cause: SysextError,
+        /// The failure while restoring.
+        restore: Box<SwitchError>,
+    },
+    /// systemd-sysext itself.
+    #[error(transparent)]
+    Sysext(#[from] SysextError),
+}
+
+/// Name → the release file content expected merged (`None`: must not be merged).
+type Expected = BTreeMap<String, Option<Vec<u8>>>;
+
+fn expected_for(m: &Machine, set: &LinkSet) -> Result<Expected, SwitchError> {
+    let mut out = Expected::new();
+    for (name, target) in set {
+        let content = match target.as_ref().and_then(|t| m.resolve_target(t)) {
+            Some(img) => {
+                let inner = format!("{RELEASE_DIR}/extension-release.{name}");
+                let inner = inner.trim_start_matches('/').to_string();
+                image::read_file(&img, &inner, image::MAX_RELEASE_LEN)?
+            }
+            None => None,
+        };
+        out.insert(name.clone(), content);
+    }
+    Ok(out)
+}
+
+/// Refresh with the real systemd-sysext and check that every name of `set` is merged with the
+/// release file of its image (or not merged at all); extensions upd does not manage are ignored.
+fn refresh_and_check(m: &Machine, expected: &Expected) -> Result<(), SysextError> {
+    failpoint::hit("switch-before-refresh");
+    m.sysext().refresh()?;
+    failpoint::hit("switch-refreshed");
+    let actual = merged_set(m.root.dir())?;
+    let mut want: BTreeMap<String, Vec<u8>> = actual
+        .iter()
+        .filter(|(n, _)| !expected.contains_key(*n))
+        .map(|(n, c)| (n.clone(), c.clone()))
+        .collect();
+    for (n, c) in expected {
+        if let Some(c) = c {
+            want.insert(n.clone(), c.clone());
+        }
+    }
+    compare_merged(&actual, &want)
+}
+
+/// Switch the links to `to`, making `target` the active generation, with the real systemd-sysext.
+///
+/// Order: journal (saved) → links, each by rename → journal `Linked` (saved) → refresh → check
+/// the merged set → commit (saved). On a failed refresh or check the previous links come back
+/// and the set is refreshed again.
+pub fn switch(
+    m: &Machine,
+    state: &mut State,
+    target: Generation,
+    to: LinkSet,
+    now: DateTime<Utc>,
+) -> Result<(), SwitchError> {
+    let dir = m.state_dir();
+    let expected = expected_for(m, &to)?;
+    let from = m.current_links(to.keys())?;
+    state.begin_switch(target, from, to.clone())?;
+    state.save(&dir)?;
+    failpoint::hit("switch-journaled");
+    m.apply_links(&to, || failpoint::hit("switch-link"))?;
+    state.mark_linked()?;
+    state.save(&dir)?;
+    failpoint::hit("switch-linked");
+    match refresh_and_check(m, &expected) {
+        Ok(()) => {
+            failpoint::hit("switch-checked");
+            state.finish_switch(now)?;
+            state.save(&dir)?;
+            failpoint::hit("switch-committed");
+            Ok(())
+        }
+        Err(cause) => {
+            tracing::error!(error = %cause, "merged set is not the expected one; switching back");
+            match undo(m, state, now, true) {
+                Ok(()) => Err(SwitchError::RolledBack { cause }),
+                Err(restore) => Err(SwitchError::RestoreFailed {
+                    cause,
+                    restore: Box::new(restore),
+                }),
+            }
+        }
+    }
+}
+
+/// Restore the journal's `from` links and forget the switch; refresh when `live`.
+fn undo(m: &Machine, state: &mut State, now: DateTime<Utc>, live: bool) -> Result<(), SwitchError> {
+    let dir = m.state_dir();
+    let j = state
+        .journal
+        .clone()
+        .expect("undo is only called with a journal");
+    if j.phase != SwitchPhase::RollingBack {
+        state.begin_rollback()?;
+        state.save(&dir)?;
+    }
+    m.apply_links(&j.from, || failpoint::hit("undo-link"))?;
+    if live {
+        m.sysext().refresh()?;
+    }
+    state.abort_switch(now)?;
+    state.save(&dir)?;
+    Ok(())
+}
+
+/// What reconciliation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    /// No switch was in progress.
+    Nothing,
+    /// A switch cut short before all its links were in place was undone.
+    Undone,
+    /// A switch whose links were all in place was completed.
+    Completed,
+}
+
+/// Finish or undo a switch cut short (upd killed, power lost). `live`: the system is running and
+/// may be refreshed (an `upd` command); otherwise early boot, before systemd-sysext merges.
+///
+/// A switch that had not placed every link is undone (its `from` links are complete and
+/// checked); one whose links were all placed is completed, after a refresh and check when live.
+pub fn reconcile(
+    m: &Machine,
+    state: &mut State,
+    now: DateTime<Utc>,
+    live: bool,
+) -> Result<Reconciled, SwitchError> {
+    let Some(j) = state.journal.clone() else {
+        return Ok(Reconciled::Nothing);
+    };
+    tracing::warn!(generation = j.target.id, phase = ?j.phase, "found an unfinished switch");
+    match j.phase {
+        SwitchPhase::Started | SwitchPhase::RollingBack => {
+            undo(m, state, now, live)?;
+            Ok(Reconciled::Undone)
+        }
+        SwitchPhase::Linked => {
+            // Make sure every link is really in place (a crash may have hit between renames of a rollback).
+            m.apply_links(&j.to, || {})?;
+            if live {
+                let expected = expected_for(m, &j.to)?;
+                if let Err(cause) = refresh_and_check(m, &expected) {
+                    undo(m, state, now, true)?;
+                    return Err(SwitchError::RolledBack { cause });
+                }
+            }
+            state.finish_switch(now)?;
+            state.save(&m.state_dir())?;
+            Ok(Reconciled::Completed)
+        }
+    }
+}

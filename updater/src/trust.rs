@@ -1,0 +1,113 @@
+//! The trusted root: the shipped root, then each newer root accepted by rotation, cached in the state directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use upd_keys::{KeyError, TrustedRoot, MAX_ROOT_LEN};
+
+use crate::fetch::{FetchError, Fetcher, ManifestFetch};
+use crate::fsutil::{atomic_write, PathError};
+
+/// Why no trusted root could be established.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// No shipped root in any keys directory.
+    #[error(
+        "no trusted root: {path} cannot be read ({source}); install the channel's root.json there"
+    )]
+    NoRoot {
+        /// The file looked for.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A root (shipped, cached or fetched) was refused.
+    #[error("root {what} refused: {source}")]
+    Refused {
+        /// Which root.
+        what: String,
+        /// Why.
+        #[source]
+        source: KeyError,
+    },
+    /// Fetching a newer root failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Writing the cache failed.
+    #[error(transparent)]
+    Io(#[from] PathError),
+}
+
+/// The cached root accepted last, in the state directory.
+fn cache_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("root.json")
+}
+
+/// Load the shipped root from `keys_dir/root.json`, then the cached newer root chain from the state directory.
+pub fn load(
+    keys_dir: &Path,
+    state_dir: &Path,
+    now: DateTime<Utc>,
+) -> Result<TrustedRoot, TrustError> {
+    let shipped = keys_dir.join("root.json");
+    let bytes = fs::read(&shipped).map_err(|source| TrustError::NoRoot {
+        path: shipped.clone(),
+        source,
+    })?;
+    let refused = |what: &Path, source| TrustError::Refused {
+        what: what.display().to_string(),
+        source,
+    };
+    let mut root = TrustedRoot::from_shipped(&bytes, now).map_err(|e| refused(&shipped, e))?;
+    // Cached rotations: roots/N.root.json in the state directory, applied in order.
+    let dir = state_dir.join("roots");
+    loop {
+        let next = dir.join(format!("{}.root.json", root.version() + 1));
+        let Ok(b) = fs::read(&next) else { break };
+        root = root.rotate(&b, now).map_err(|e| refused(&next, e))?;
+    }
+    let _ = cache_path(state_dir);
+    Ok(root)
+}
+
+/// Follow the server's root rotations (`SERVER/roots/N+1.root.json` until 404), caching each accepted one.
+pub async fn update(
+    mut root: TrustedRoot,
+    fetcher: &Fetcher,
+    server: &str,
+    state_dir: &Path,
+    now: DateTime<Utc>,
+) -> Result<TrustedRoot, TrustError> {
+    for _ in 0..64 {
+        let n = root.version() + 1;
+        let url = format!("{}/roots/{n}.root.json", server.trim_end_matches('/'));
+        let bytes = match fetcher
+            .fetch_manifest(&url, None, MAX_ROOT_LEN as u64)
+            .await
+        {
+            Ok(ManifestFetch::Fetched { bytes, .. }) => bytes,
+            Ok(ManifestFetch::NotModified) | Err(FetchError::NotFound { .. }) => break,
+            Err(e) => return Err(e.into()),
+        };
+        root = root
+            .rotate(&bytes, now)
+            .map_err(|source| TrustError::Refused {
+                what: url.clone(),
+                source,
+            })?;
+        atomic_write(
+            &state_dir.join("roots").join(format!("{n}.root.json")),
+            &bytes,
+            0o644,
+        )?;
+        tracing::info!(version = n, "accepted a rotated root");
+    }
+    root.check_not_expired(now)
+        .map_err(|source| TrustError::Refused {
+            what: format!("version {}", root.version()),
+            source,
+        })?;
+    Ok(root)
+}
