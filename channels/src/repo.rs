@@ -9,6 +9,7 @@
 //! ```
 //! The directory is static: any HTTP server can publish it, and target paths are relative to it.
 
+mod edit;
 mod release;
 
 use std::fs::{self, File};
@@ -26,6 +27,7 @@ use crate::image::ImageError;
 use crate::manifest::{Manifest, SchemaError, Sha256, Target};
 use crate::name::{Name, NameError, RelPath};
 
+pub use edit::{promote, set_paused, set_rollout, withdraw};
 pub use release::{add_release, inspect_ext, inspect_os, Added, ExtSource};
 
 /// Prefix of every temporary file the publisher creates next to its destination.
@@ -148,6 +150,14 @@ pub enum RepoError {
         existing: Sha256,
         /// The hash of the image offered.
         new: Sha256,
+    },
+    /// The channel has no release with this version.
+    #[error("channel '{channel}' has no release {version}")]
+    NoRelease {
+        /// The channel.
+        channel: Name,
+        /// The version asked for.
+        version: Version,
     },
     /// The edited draft breaks a manifest rule.
     #[error("the draft would be invalid: {0}")]

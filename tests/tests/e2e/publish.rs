@@ -503,3 +503,73 @@ fn rotated_root_is_followed_and_the_old_channel_key_dropped() {
     ]);
     assert!(err.contains("does not rotate from version 2"), "{err}");
 }
+
+#[test]
+fn rollout_pause_withdraw_and_promote_edit_the_draft() {
+    // Release 1.0.0 signed on beta is promoted to an emptied stable, rolled out in waves,
+    // paused, and withdrawn; a redirect to a release stable does not have is refused.
+    let p = published(1);
+    let repo = p.repo();
+    sign(&p, "beta", &["ch1.key"], &[]);
+    let stable_draft = p.path("repo/channels/stable/draft.json");
+    let mut draft: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stable_draft).unwrap()).unwrap();
+    draft["releases"] = serde_json::json!([]);
+    std::fs::write(&stable_draft, serde_json::to_vec(&draft).unwrap()).unwrap();
+    let out = p.ok(&[
+        "promote",
+        "--repo",
+        &repo,
+        "--from",
+        "beta",
+        "--to",
+        "stable",
+        "--version",
+        "1.0.0",
+    ]);
+    assert!(out.contains("promoted from 'beta' to 'stable'"), "{out}");
+    let edit = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![
+            cmd,
+            "--repo",
+            &repo,
+            "--channel",
+            "stable",
+            "--version",
+            "1.0.0",
+        ];
+        args.extend_from_slice(extra);
+        p.run(&args)
+    };
+    let waves = [
+        "--start",
+        "2026-01-01T00:00:00Z",
+        "--step",
+        "0:10",
+        "24:100",
+    ];
+    assert!(edit("rollout", &waves).status.success());
+    let bad = edit(
+        "rollout",
+        &["--start", "2026-01-01T00:00:00Z", "--step", "0:50", "24:10"],
+    );
+    assert!(
+        text(&bad.stderr).contains("rollout steps must grow"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert!(edit("pause", &[]).status.success());
+    let bad = edit("withdraw", &["--redirect-to", "0.9.0"]);
+    assert!(
+        text(&bad.stderr).contains("redirect_to 0.9.0 is not a release of this channel"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert!(edit("withdraw", &[]).status.success());
+    sign(&p, "stable", &["ch1.key"], &[]);
+    let out = p.ok(&["verify", "--repo", &repo, "--channel", "stable"]);
+    assert!(out.contains("release 1.0.0 paused withdrawn"), "{out}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stable_draft).unwrap()).unwrap();
+    assert_eq!(m["releases"][0]["rollout"]["steps"][1]["percent"], 100.0);
+}

@@ -4,10 +4,14 @@ mod add_release;
 mod common;
 mod init;
 mod keygen;
+mod pause;
+mod promote;
+mod rollout;
 mod rotate_root;
 mod serve;
 mod sign;
 mod verify;
+mod withdraw;
 
 use std::process::ExitCode;
 
@@ -40,6 +44,16 @@ enum Command {
     Verify(verify::Args),
     /// Serve a repository over HTTP (development and demos).
     Serve(serve::Args),
+    /// Set a release's rollout waves in a channel's draft.
+    Rollout(rollout::Args),
+    /// Pause a release's rollout in a channel's draft.
+    Pause(pause::Args),
+    /// Resume a paused rollout in a channel's draft.
+    Resume(pause::Args),
+    /// Withdraw a release in a channel's draft, optionally redirecting to a safe release.
+    Withdraw(withdraw::Args),
+    /// Copy a release from one channel's signed manifest into another channel's draft.
+    Promote(promote::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +67,11 @@ fn main() -> ExitCode {
         Command::Sign(a) => sign::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Rollout(a) => rollout::run(a),
+        Command::Pause(a) => pause::run(a, true),
+        Command::Resume(a) => pause::run(a, false),
+        Command::Withdraw(a) => withdraw::run(a),
+        Command::Promote(a) => promote::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
