@@ -1,7 +1,7 @@
 //! The disk side of a download: a blocking thread that appends received chunks with large writes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -10,8 +10,10 @@ use tokio::task::JoinHandle;
 
 use crate::fsutil::PathError;
 
-/// Size of each write(2) to the partial file.
+/// Bytes gathered into one write(2) at most, when the network is ahead of the disk.
 const WRITE_BUF: usize = 1 << 20;
+/// Written bytes between two writeback kicks.
+const WRITEBACK_STEP: u64 = 16 << 20;
 /// Chunks in flight between the network and the disk: bounds memory whatever the file size.
 const QUEUE: usize = 16;
 
@@ -54,13 +56,77 @@ impl ChunkWriter {
     }
 }
 
-fn write_loop(file: File, mut rx: mpsc::Receiver<Bytes>, path: PathBuf) -> Result<(), PathError> {
-    let mut w = BufWriter::with_capacity(WRITE_BUF, file);
+fn write_loop(
+    mut file: File,
+    mut rx: mpsc::Receiver<Bytes>,
+    path: PathBuf,
+) -> Result<(), PathError> {
+    let err = |e| PathError::new("write", &path, e);
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0usize;
+    let mut kicked = file.metadata().map_err(err)?.len();
+    let mut written = kicked;
     while let Some(chunk) = rx.blocking_recv() {
-        w.write_all(&chunk)
-            .map_err(|e| PathError::new("write", &path, e))?;
+        batched += chunk.len();
+        batch.push(chunk);
+        // Take whatever else is already queued, then write it all with one gathered write.
+        while batched < WRITE_BUF {
+            match rx.try_recv() {
+                Ok(c) => {
+                    batched += c.len();
+                    batch.push(c);
+                }
+                Err(_) => break,
+            }
+        }
+        write_all_vectored(&mut file, &mut batch).map_err(err)?;
+        written += batched as u64;
+        batched = 0;
+        if written - kicked >= WRITEBACK_STEP {
+            start_writeback(&file, kicked, written - kicked);
+            kicked = written;
+        }
     }
-    w.flush().map_err(|e| PathError::new("write", &path, e))
+    Ok(())
+}
+
+/// Write every chunk of `batch` (emptying it) with gathered writes: no copy into a staging buffer.
+fn write_all_vectored(file: &mut File, batch: &mut Vec<Bytes>) -> std::io::Result<()> {
+    let mut done = 0usize;
+    while done < batch.len() {
+        let slices: Vec<IoSlice<'_>> = batch[done..].iter().map(|b| IoSlice::new(b)).collect();
+        let mut n = file.write_vectored(&slices)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let first = &mut batch[done];
+            if n >= first.len() {
+                n -= first.len();
+                done += 1;
+            } else {
+                let _ = first.split_to(n);
+                n = 0;
+            }
+        }
+    }
+    batch.clear();
+    Ok(())
+}
+
+/// Ask the kernel to start writing back a range now, so the final fsync has little left to wait for.
+/// Advisory: a failure only means the fsync does all the work.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
+    let _ = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
 }
 
 /// fsync `path` (a file written by a closed writer) on a blocking thread.
