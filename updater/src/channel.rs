@@ -70,7 +70,7 @@ pub async fn fetch_verified(
     let state_dir = m.state_dir();
     let root = trust::load(&m.settings.keys_dir(&m.root), &state_dir, now)?;
     let root = trust::update(root, fetcher, &server, &state_dir, now).await?;
-    let channel: &Name = &channel_name(m);
+    let channel: &Name = &m.settings.channel;
     let url = format!("{server}/channels/{channel}/manifest.json");
     let cache = state_dir.join("manifest.json");
     let etag = state.manifest_etag.clone().filter(|_| cache.exists());
@@ -106,8 +106,4 @@ pub async fn fetch_verified(
         manifest,
         not_modified,
     })
-}
-
-fn channel_name(m: &Machine) -> Name {
-    Name::new(m.settings.channel.as_str()).expect("config names use the same alphabet")
 }

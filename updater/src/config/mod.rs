@@ -211,8 +211,8 @@ impl Settings {
         let v = e.value.as_str();
         match e.key.as_str() {
             "SERVER" => self.server = opt(e, values::http_url)?,
-            "CHANNEL" => self.channel = val(e, d.channel, Name::new)?,
-            "GROUP" => self.group = val(e, d.group, Name::new)?,
+            "CHANNEL" => self.channel = val(e, d.channel, values::name)?,
+            "GROUP" => self.group = val(e, d.group, values::name)?,
             "EXTENSIONS" => {
                 let items = v.split_whitespace().map(values::extension_item);
                 self.extensions = items.collect::<Result<_, _>>().map_err(|x| bad(e, x))?;
@@ -252,7 +252,7 @@ impl Settings {
             "RETENTION" => self.retention = val(e, d.retention, |v| values::int_in(v, 1, 32))?,
             "SYSEXT_BIN" => self.sysext_bin = val(e, d.sysext_bin, values::abs_path)?,
             "WARINESS" => self.wariness = val(e, d.wariness, values::fraction)?,
-            k => match k.strip_prefix("EXTENSION_").map(Name::new) {
+            k => match k.strip_prefix("EXTENSION_").map(values::name) {
                 Some(Ok(name)) => match opt(e, values::extension_switch)?.flatten() {
                     Some(req) => _ = self.extensions.insert(name, req),
                     None => _ = self.extensions.remove(&name),

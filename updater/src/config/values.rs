@@ -8,40 +8,13 @@ use std::time::Duration;
 use reqwest::Url;
 use semver::VersionReq;
 
-/// A channel, group or extension name: non-empty, `[A-Za-z0-9._-]`, not `.` or `..`, at most 128 bytes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(transparent)]
-pub struct Name(String);
+pub use upd_channels::name::Name;
 
-impl Name {
-    /// Check `s` and wrap it.
-    pub fn new(s: &str) -> Result<Self, String> {
-        let ok_chars = s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        if s.is_empty() || s.len() > 128 || !ok_chars || s == "." || s == ".." {
-            return Err("a name of 1-128 characters from [A-Za-z0-9._-], not '.' or '..'".into());
-        }
-        Ok(Name(s.to_string()))
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for Name {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Name::new(s)
-    }
+/// A channel, group or extension name, in the manifest's alphabet (one newtype for both).
+pub fn name(s: &str) -> Result<Name, String> {
+    Name::new(s).map_err(|e| {
+        format!("a name of 1-128 characters from [A-Za-z0-9._-], not starting with '.' ({e})")
+    })
 }
 
 /// When and how a machine reboots into a staged OS.
@@ -152,7 +125,7 @@ pub fn extension_item(item: &str) -> Result<(Name, VersionReq), String> {
         Some((n, r)) => (n, requirement(r)?),
         None => (item, VersionReq::STAR),
     };
-    Ok((Name::new(name)?, req))
+    Ok((self::name(name)?, req))
 }
 
 /// The value of an `EXTENSION_<name>` key: `off`, `on`, or a semver requirement (which enables it).
