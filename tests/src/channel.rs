@@ -1,0 +1,219 @@
+//! A channel publisher for the end-to-end suites: keys, root, real images, signed manifests in a repository dir.
+//!
+//! Layout written (what `upd` reads from its `SERVER`):
+//! `REPO/roots/1.root.json`, `REPO/channels/<ch>/manifest.json`, `REPO/images/<name>/<name>-<ver>-<sha12>.raw`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{Duration, Utc};
+use semver::Version;
+use upd_channels::manifest::{
+    ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Sha256, Target,
+};
+use upd_channels::name::{Name, RelPath};
+use upd_channels::osrelease::native_architecture;
+use upd_channels::verify::sign_manifest;
+use upd_keys::{sign_root, RootDocument, SigningKey};
+
+use crate::images::{build_os_usr, build_sysext, sha256_file, OsSpec, SysextSpec};
+
+/// A channel repository on disk with its signing keys and the manifest being edited.
+pub struct Channel {
+    dir: tempfile::TempDir,
+    channel_key: SigningKey,
+    root_bytes: Vec<u8>,
+    /// The manifest as the next [`Channel::publish`] signs it (edit freely; `publish` bumps the serial).
+    pub manifest: Manifest,
+}
+
+impl Channel {
+    /// A new repository for channel `name`: fresh root and channel keys, root version 1 written, no releases.
+    pub fn new(name: &str) -> Channel {
+        let dir = tempfile::Builder::new()
+            .prefix("upd-repo-")
+            .tempdir()
+            .expect("repo temp dir");
+        let (root_key, _) = SigningKey::generate().expect("root key");
+        let (channel_key, _) = SigningKey::generate().expect("channel key");
+        let now = Utc::now();
+        let doc = RootDocument::new(
+            1,
+            now + Duration::days(365),
+            &[root_key.public()],
+            1,
+            &[channel_key.public()],
+            1,
+        )
+        .expect("valid root document");
+        let root_bytes = sign_root(&doc, &[&root_key])
+            .expect("sign root")
+            .to_json_bytes();
+        let ch = Channel {
+            dir,
+            channel_key,
+            root_bytes,
+            manifest: Manifest::new(Name::new(name).expect("channel name"), now),
+        };
+        ch.write("roots/1.root.json", &ch.root_bytes);
+        ch
+    }
+
+    /// The repository directory (serve it as the channel's `SERVER`).
+    pub fn repo(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The root envelope to ship on machines (`/usr/share/upd/keys/root.json`).
+    pub fn root_json(&self) -> &[u8] {
+        &self.root_bytes
+    }
+
+    /// The repository-relative path of the channel's manifest.
+    pub fn manifest_rel(&self) -> String {
+        format!("channels/{}/manifest.json", self.manifest.channel)
+    }
+
+    /// Add an OS release `version` for `os` (a real USR image is built and imported).
+    pub fn add_os_release(&mut self, version: &str, os: &OsSpec) {
+        let scratch = tempfile::tempdir_in(self.repo()).expect("scratch dir");
+        let img = build_os_usr(os, scratch.path());
+        let image = self.import(&img, &format!("os/{}", os.id), &format!("usr-{version}"));
+        let release = Release {
+            version: Version::parse(version).expect("semver OS version"),
+            os: OsBuild {
+                identity: OsIdentity {
+                    id: os.id.clone(),
+                    version_id: Some(os.version_id.clone()),
+                    sysext_level: os.sysext_level.clone(),
+                    architecture: native_architecture().to_string(),
+                },
+                image,
+            },
+            extensions: Vec::new(),
+            rollout: None,
+            paused: false,
+            withdrawn: false,
+            barrier: false,
+            redirect_to: None,
+        };
+        self.manifest.releases.push(release);
+        self.manifest
+            .releases
+            .sort_by(|a, b| a.version.cmp(&b.version));
+    }
+
+    /// Build `spec`, import it and list it (declaring what the image declares) under OS release `os_version`.
+    pub fn add_extension(&mut self, os_version: &str, spec: &SysextSpec) -> ExtBuild {
+        let scratch = tempfile::tempdir_in(self.repo()).expect("scratch dir");
+        let img = build_sysext(spec, scratch.path());
+        let image = self.import(&img, &spec.name, &format!("{}-{}", spec.name, spec.version));
+        let build = ExtBuild {
+            name: Name::new(&spec.name).expect("extension name"),
+            version: Version::parse(&spec.version).expect("semver extension version"),
+            image,
+            release: identity_of(spec),
+        };
+        self.release_mut(os_version).extensions.push(build.clone());
+        build
+    }
+
+    /// Remove every build of extension `name` at `version` from OS release `os_version`.
+    pub fn remove_extension(&mut self, os_version: &str, name: &str, version: &str) {
+        let v = Version::parse(version).expect("semver");
+        self.release_mut(os_version)
+            .extensions
+            .retain(|b| !(b.name.as_str() == name && b.version == v));
+    }
+
+    /// The release `os_version` of the manifest being edited.
+    pub fn release_mut(&mut self, os_version: &str) -> &mut Release {
+        let v = Version::parse(os_version).expect("semver OS version");
+        self.manifest
+            .releases
+            .iter_mut()
+            .find(|r| r.version == v)
+            .unwrap_or_else(|| panic!("no release {v} in the channel"))
+    }
+
+    /// Bump the serial, sign with the channel key, write `channels/<ch>/manifest.json`; returns the envelope.
+    pub fn publish(&mut self) -> Vec<u8> {
+        let now = Utc::now();
+        self.manifest.serial += 1;
+        self.manifest.issued = now;
+        self.manifest.expires = now + Duration::days(7);
+        self.manifest
+            .validate()
+            .expect("the test manifest is valid");
+        let envelope = sign_manifest(&self.manifest, &[&self.channel_key]);
+        self.write(&self.manifest_rel(), &envelope);
+        envelope
+    }
+
+    /// Write `bytes` as the channel's manifest file as is (a replay, a tampered copy).
+    pub fn write_manifest_bytes(&self, bytes: &[u8]) {
+        self.write(&self.manifest_rel(), bytes);
+    }
+
+    /// The file of `target` in the repository.
+    pub fn file(&self, target: &Target) -> PathBuf {
+        target.path.under(self.repo())
+    }
+
+    /// Every file of the repository, as (URL path starting with `/`, file).
+    pub fn files(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        for top in ["roots", "channels", "images"] {
+            collect(self.repo(), &self.repo().join(top), &mut out);
+        }
+        out
+    }
+
+    /// Copy image `src` to `images/<sub>/<stem>-<sha12>.raw` and describe it.
+    fn import(&self, src: &Path, sub: &str, stem: &str) -> Target {
+        let sha = sha256_file(src);
+        let rel = format!("images/{sub}/{stem}-{}.raw", &sha[..12]);
+        let dest = self.repo().join(&rel);
+        fs::create_dir_all(dest.parent().expect("parent")).expect("create image dir");
+        fs::copy(src, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        Target {
+            path: RelPath::new(&rel).expect("relative image path"),
+            size: fs::metadata(&dest).expect("stat image").len(),
+            sha256: Sha256::from_hex(&sha).expect("hex sha256"),
+        }
+    }
+
+    fn write(&self, rel: &str, bytes: &[u8]) {
+        let path = self.repo().join(rel);
+        fs::create_dir_all(path.parent().expect("parent")).expect("create repo dir");
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, bytes).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("rename {}: {e}", path.display()));
+    }
+}
+
+/// The extension-release identity `spec` writes into its image.
+pub fn identity_of(spec: &SysextSpec) -> ExtIdentity {
+    ExtIdentity {
+        id: spec.id.clone(),
+        version_id: spec.version_id.clone(),
+        sysext_level: spec.sysext_level.clone(),
+        architecture: spec.architecture.clone(),
+        scope: spec.scope.clone(),
+    }
+}
+
+fn collect(base: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect(base, &p, out);
+        } else {
+            let rel = p.strip_prefix(base).expect("under the repo");
+            out.push((format!("/{}", rel.display()), p));
+        }
+    }
+}
