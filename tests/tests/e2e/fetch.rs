@@ -326,3 +326,23 @@ async fn manifest_etag_gives_not_modified() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn partial_beyond_server_file_is_dropped_on_416() {
+    // The server holds 1 MiB, an earlier run left 1.5 MiB of a declared 2 MiB: 416, the partial is dropped.
+    let data = image(MIB);
+    let (srv, _d, dest) = setup(&data, Fault::Normal).await;
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::write(partial_path(&dest), image(3 * MIB / 2)).unwrap();
+    let f = fetcher(2, Duration::from_secs(5));
+    let err = f
+        .fetch_target(&srv.url("/a.raw"), &dest, 2 * MIB, [0; 32], &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::Status { status: 416, .. }),
+        "{err}"
+    );
+    assert!(!partial_path(&dest).exists() && !dest.exists());
+    assert_eq!(srv.stats("/a.raw").requests, 1);
+}

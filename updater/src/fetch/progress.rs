@@ -31,6 +31,13 @@ pub struct LogProgress {
     done: AtomicU64,
 }
 
+impl LogProgress {
+    /// Bytes held so far in the current transfer.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+}
+
 impl Progress for LogProgress {
     fn start(&self, name: &str, total: u64) {
         *self.name.lock().unwrap_or_else(|e| e.into_inner()) = name.to_string();

@@ -202,6 +202,12 @@ impl Fetcher {
         match status {
             StatusCode::NOT_FOUND => return Err(FetchError::NotFound { url }),
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
+            StatusCode::RANGE_NOT_SATISFIABLE if part.len > 0 => {
+                // The server holds fewer bytes than our partial: it is no prefix of this file, start over next time.
+                fs::remove_file(&part.path).map_err(|e| PathError::new("remove", &part.path, e))?;
+                part.reset();
+                return Err(FetchError::Status { url, status: 416 });
+            }
             s => {
                 return Err(FetchError::Status {
                     url,

@@ -52,13 +52,14 @@ async fn download_verifies_and_promotes() {
     let img = data(3 << 20);
     let w = world(&[("a.raw", &img)]).await;
     let dest = w.out.join("a.raw");
+    let progress = LogProgress::default();
     let out = fetcher()
         .fetch_target(
             &format!("{}/a.raw", w.base),
             &dest,
             img.len() as u64,
             sha(&img),
-            &NoProgress,
+            &progress,
         )
         .await;
     assert_eq!(
@@ -68,6 +69,7 @@ async fn download_verifies_and_promotes() {
             resumed_from: 0
         }
     );
+    assert_eq!(progress.done(), img.len() as u64);
     assert_eq!(std::fs::read(&dest).unwrap(), img);
     assert!(!partial_path(&dest).exists());
 }
@@ -91,6 +93,29 @@ async fn resumes_from_partial_of_earlier_run() {
         FetchOutcome {
             bytes_downloaded: (img.len() - held) as u64,
             resumed_from: held as u64
+        }
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+}
+
+#[tokio::test]
+async fn complete_partial_is_verified_without_download() {
+    // An earlier run got every byte but died before the rename: re-hashed and promoted, nothing fetched.
+    let img = data(300_000);
+    let w = world(&[]).await;
+    let dest = w.out.join("a.raw");
+    std::fs::create_dir_all(&w.out).unwrap();
+    std::fs::write(partial_path(&dest), &img).unwrap();
+    let url = format!("{}/gone.raw", w.base);
+    let out = fetcher()
+        .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        FetchOutcome {
+            bytes_downloaded: 0,
+            resumed_from: 300_000
         }
     );
     assert_eq!(std::fs::read(&dest).unwrap(), img);
