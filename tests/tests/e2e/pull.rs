@@ -574,3 +574,54 @@ fn full_disk_refuses_before_switching() {
     refused(&rig, &before, 7, "free space");
     assert_eq!(rig.m.run_program("hello").trim(), "hello 1.0.0");
 }
+
+#[test]
+fn wrong_merge_after_refresh_is_rolled_back_even_when_killed_midway() {
+    // A machine on hello+world 1.0.0 pulls hello 1.1.0 through a systemd-sysext whose first call pretends to
+    // refresh and merges nothing new: upd must see the old set still merged, switch back (exit 6); killed
+    // in the middle of that switch back, the next boot merges the old set.
+    if !require_root() {
+        return;
+    }
+    let mut rig = rig_at_v1();
+    let before = rig.snapshot();
+    rig.ch.add_extension(OS_VERSION, &ext("hello", "1.1.0"));
+    rig.publish();
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("fail-next");
+    let flaky = dir.path().join("flaky-sysext");
+    fs::write(
+        &flaky,
+        format!(
+            "#!/bin/sh\nif [ -e '{m}' ]; then rm -f '{m}'; exit 0; fi\nexec '{real}' \"$@\"\n",
+            m = mark.display(),
+            real = rig.m.sysext_bin().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&flaky, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let set_bin = format!("SYSEXT_BIN={}", flaky.display());
+
+    fs::write(&mark, b"").unwrap();
+    let out = rig.upd(&["--set", &set_bin, "pull"], &[]);
+    let text = text_of(&out);
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    assert!(text.contains("switched back"), "{text}");
+    assert_eq!(rig.snapshot(), before, "{text}");
+    assert_eq!(rig.m.run_program("hello").trim(), "hello 1.0.0");
+
+    fs::write(&mark, b"").unwrap();
+    let out = rig.upd(
+        &["--set", &set_bin, "pull"],
+        &[("UPD_FAILPOINT", "undo-link")],
+    );
+    assert_eq!(out.status.signal(), Some(9), "{}", text_of(&out));
+    rig.m.reboot();
+    rig.upd_ok(&["boot"], 0);
+    let merge = rig.m.sysext(&["merge"]);
+    assert!(merge.status.success(), "{}", text_of(&merge));
+    assert_eq!(rig.snapshot(), before);
+
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(rig.m.run_program("hello").trim(), "hello 1.1.0");
+}
