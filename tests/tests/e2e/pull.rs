@@ -326,14 +326,24 @@ fn refusals_leave_links_state_and_merged_set_as_they_were() {
     refused(&rig, &before, 7, "more than");
     rig.ch.remove_extension(OS_VERSION, "hello", "1.1.0");
 
-    // Built for another VERSION_ID and declared so: the planner passes it over, nothing changes.
+    // Built for another VERSION_ID and declared so: the planner passes it over for hello 1.0.0; when it is
+    // the only hello build, hello is kept as it is with a warning naming VERSION_ID.
+    let listed = rig.ch.release_mut(OS_VERSION).extensions.clone();
     rig.ch.add_extension(
         OS_VERSION,
         &SysextSpec::new("hello", "1.2.0", OS_ID, "2.0.0"),
     );
     rig.publish();
     refused(&rig, &before, 0, "up to date");
-    rig.ch.remove_extension(OS_VERSION, "hello", "1.2.0");
+    rig.ch.remove_extension(OS_VERSION, "hello", "1.0.0");
+    rig.publish();
+    let out = rig.upd_ok(&["pull"], 0);
+    assert!(
+        out.contains("kept as is") && out.contains("VERSION_ID 2.0.0"),
+        "{out}"
+    );
+    assert_eq!(rig.snapshot(), before, "{out}");
+    rig.ch.release_mut(OS_VERSION).extensions = listed;
 
     // Built for another VERSION_ID while the manifest claims the host's: the image itself is refused.
     let b = rig.ch.add_extension(
@@ -403,7 +413,8 @@ fn cut_download_resumes_with_range() {
         },
     );
     let out = rig.upd(&["--set", "RETRIES=0", "pull"], &[]);
-    assert_eq!(out.status.code(), Some(7), "{}", text_of(&out));
+    let cut = text_of(&out);
+    assert_eq!(out.status.code(), Some(7), "{cut}");
     assert!(rig.m.merged_names().is_empty());
     let store = rig.m.root().join("var/lib/upd/images/hello");
     let partial: u64 = fs::read_dir(&store)
