@@ -636,3 +636,45 @@ fn wrong_merge_after_refresh_is_rolled_back_even_when_killed_midway() {
     rig.upd_ok(&["pull"], 0);
     assert_eq!(rig.m.run_program("hello").trim(), "hello 1.1.0");
 }
+
+#[test]
+fn admin_images_are_never_touched_and_disable_unmerges() {
+    // An administrator's own image tools.raw (a regular file) sits in /etc/extensions next to upd's links;
+    // then world is disabled, and later the administrator puts a world.raw of their own there.
+    if !require_root() {
+        return;
+    }
+    let mut rig = Rig::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let tools = upd_tests::images::build_sysext(&ext("tools", "7.0.0"), scratch.path());
+    let admin = rig.m.root().join("etc/extensions/tools.raw");
+    fs::copy(&tools, &admin).unwrap();
+    rig.ch.add_extension(OS_VERSION, &ext("hello", "1.0.0"));
+    rig.ch
+        .add_extension(OS_VERSION, &ext("world", "1.0.0").erofs());
+    rig.publish();
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(rig.m.merged_names(), ["hello", "tools", "world"]);
+    assert!(fs::symlink_metadata(&admin).unwrap().is_file());
+    assert_eq!(rig.m.run_program("tools").trim(), "tools 7.0.0");
+
+    rig.upd_ok(&["ext", "disable", "world"], 0);
+    let out = rig.upd_ok(&["pull"], 0);
+    assert!(out.contains("world: 1.0.0 -> -"), "{out}");
+    assert_eq!(rig.m.merged_names(), ["hello", "tools"]);
+    assert!(!rig.m.root().join("etc/extensions/world.raw").exists());
+
+    let mine = rig.m.root().join("etc/extensions/world.raw");
+    fs::copy(&tools, &mine).unwrap();
+    rig.upd_ok(&["ext", "enable", "world"], 0);
+    let before = rig.snapshot();
+    let out = rig.upd(&["pull"], &[]);
+    let text = text_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("never touches what it did not create"),
+        "{text}"
+    );
+    assert_eq!(rig.snapshot(), before, "{text}");
+    assert_eq!(fs::read(&mine).unwrap(), fs::read(&tools).unwrap());
+}
