@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use semver::Version;
 use upd_channels::manifest::{
     ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Sha256, Target,
@@ -21,6 +21,8 @@ use crate::images::{build_os_usr, build_sysext, sha256_file, OsSpec, SysextSpec}
 /// A channel repository on disk with its signing keys and the manifest being edited.
 pub struct Channel {
     dir: tempfile::TempDir,
+    root_key: SigningKey,
+    root_version: u64,
     channel_key: SigningKey,
     root_bytes: Vec<u8>,
     /// The manifest as the next [`Channel::publish`] signs it (edit freely; `publish` bumps the serial).
@@ -51,6 +53,8 @@ impl Channel {
             .to_json_bytes();
         let ch = Channel {
             dir,
+            root_key,
+            root_version: 1,
             channel_key,
             root_bytes,
             manifest: Manifest::new(Name::new(name).expect("channel name"), now),
@@ -136,12 +140,41 @@ impl Channel {
             .unwrap_or_else(|| panic!("no release {v} in the channel"))
     }
 
+    /// Rotate the root: fresh root and channel keys in root version N+1, signed by the old and the new root
+    /// key, written as `roots/<N+1>.root.json`; later manifests are signed by the new channel key only.
+    pub fn rotate_root(&mut self) {
+        let (root_key, _) = SigningKey::generate().expect("root key");
+        let (channel_key, _) = SigningKey::generate().expect("channel key");
+        let version = self.root_version + 1;
+        let doc = RootDocument::new(
+            version,
+            Utc::now() + Duration::days(365),
+            &[root_key.public()],
+            1,
+            &[channel_key.public()],
+            1,
+        )
+        .expect("valid root document");
+        let bytes = sign_root(&doc, &[&self.root_key, &root_key])
+            .expect("sign root")
+            .to_json_bytes();
+        self.write(&format!("roots/{version}.root.json"), &bytes);
+        self.root_key = root_key;
+        self.channel_key = channel_key;
+        self.root_version = version;
+    }
+
     /// Bump the serial, sign with the channel key, write `channels/<ch>/manifest.json`; returns the envelope.
     pub fn publish(&mut self) -> Vec<u8> {
         let now = Utc::now();
+        self.publish_at(now, now + Duration::days(7))
+    }
+
+    /// [`Channel::publish`] with the given issue and expiry instants (an expired manifest, a far future one).
+    pub fn publish_at(&mut self, issued: DateTime<Utc>, expires: DateTime<Utc>) -> Vec<u8> {
         self.manifest.serial += 1;
-        self.manifest.issued = now;
-        self.manifest.expires = now + Duration::days(7);
+        self.manifest.issued = issued;
+        self.manifest.expires = expires;
         self.manifest
             .validate()
             .expect("the test manifest is valid");

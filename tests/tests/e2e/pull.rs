@@ -678,3 +678,35 @@ fn admin_images_are_never_touched_and_disable_unmerges() {
     assert_eq!(rig.snapshot(), before, "{text}");
     assert_eq!(fs::read(&mine).unwrap(), fs::read(&tools).unwrap());
 }
+
+#[test]
+fn frozen_and_mixed_channels_are_refused_and_root_rotation_is_followed() {
+    // A machine on hello+world 1.0.0; the channel offers hello 1.1.0 in an expired manifest, then in one
+    // signed for channel 'beta' served as 'stable', then after a root rotation signed by the new key only.
+    if !require_root() {
+        return;
+    }
+    let mut rig = rig_at_v1();
+    let before = rig.snapshot();
+    rig.ch.add_extension(OS_VERSION, &ext("hello", "1.1.0"));
+    let now = chrono::Utc::now();
+    rig.ch.publish_at(
+        now - chrono::Duration::days(10),
+        now - chrono::Duration::days(1),
+    );
+    rig.sync();
+    refused(&rig, &before, 4, "expired");
+
+    rig.ch.manifest.channel = upd_channels::name::Name::new("beta").unwrap();
+    let beta = rig.ch.publish();
+    rig.ch.manifest.channel = upd_channels::name::Name::new("stable").unwrap();
+    rig.ch.write_manifest_bytes(&beta);
+    rig.sync();
+    refused(&rig, &before, 4, "this machine follows 'stable'");
+
+    rig.ch.rotate_root();
+    rig.publish();
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(rig.m.run_program("hello").trim(), "hello 1.1.0");
+    assert!(rig.m.root().join("var/lib/upd/roots/2.root.json").exists());
+}
