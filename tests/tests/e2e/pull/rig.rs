@@ -1,0 +1,248 @@
+//! The rig: a channel served by the fault server, a sandbox machine following it, the real upd run inside it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use upd_tests::channel::Channel;
+use upd_tests::faultserver::{Fault, FaultServer};
+use upd_tests::images::{OsSpec, SysextSpec};
+use upd_tests::sandbox::Machine;
+
+/// `ID=` of the test OS.
+pub(super) const OS_ID: &str = "updos";
+/// Its `VERSION_ID=` and release version.
+pub(super) const OS_VERSION: &str = "1.0.0";
+/// One mebibyte.
+pub(super) const MIB: u64 = 1 << 20;
+
+/// The `upd` binary of this build profile, built once if cargo test did not build it.
+pub(super) fn upd_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let bin = profile_dir.join("upd");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "upd", "--bin", "upd"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build for the upd binary");
+        assert!(status.success(), "cargo build -p upd failed");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+}
+
+/// The OS every machine runs and every channel offers: updos 1.0.0.
+pub(super) fn os() -> OsSpec {
+    OsSpec::new(OS_ID, OS_VERSION)
+}
+
+/// A squashfs extension `name` `version` for that OS.
+pub(super) fn ext(name: &str, version: &str) -> SysextSpec {
+    SysextSpec::new(name, version, OS_ID, OS_VERSION)
+}
+
+/// A channel server, a channel and one sandbox machine following it.
+pub(super) struct Rig {
+    pub(super) server: FaultServer,
+    pub(super) ch: Channel,
+    pub(super) m: Machine,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Rig {
+    /// Channel `stable` with OS release 1.0.0 (no extensions yet), served; a machine running that OS.
+    pub(super) fn new() -> Rig {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let server = rt.block_on(FaultServer::start()).expect("start server");
+        let mut ch = Channel::new("stable");
+        ch.add_os_release(OS_VERSION, &os());
+        let m = Machine::new(&os());
+        let rig = Rig {
+            server,
+            ch,
+            m,
+            _rt: rt,
+        };
+        rig.install(&[]);
+        rig
+    }
+
+    /// Write the shipped root and upd.conf into the machine (`extra` lines appended).
+    pub(super) fn install(&self, extra: &[&str]) {
+        let root = self.m.root();
+        let keys = root.join("usr/share/upd/keys");
+        fs::create_dir_all(&keys).unwrap();
+        fs::write(keys.join("root.json"), self.ch.root_json()).unwrap();
+        fs::create_dir_all(root.join("etc/upd")).unwrap();
+        let mut conf = format!(
+            "SERVER=http://{}\nCHANNEL=stable\nEXTENSIONS=hello world\nSYSEXT_BIN={}\nSTALL_TIMEOUT_SECS=5\n",
+            self.server.addr(),
+            self.m.sysext_bin().display()
+        );
+        for l in extra {
+            conf.push_str(l);
+            conf.push('\n');
+        }
+        fs::write(root.join("etc/upd/upd.conf"), conf).unwrap();
+    }
+
+    /// Publish the manifest being edited and serve the whole repository (faults and counters reset).
+    pub(super) fn publish(&mut self) -> Vec<u8> {
+        let env = self.ch.publish();
+        self.sync();
+        env
+    }
+
+    /// Serve every file of the repository as it is now, without faults.
+    pub(super) fn sync(&self) {
+        for (url, file) in self.ch.files() {
+            self.server.put_file(&url, file, Fault::Normal).unwrap();
+        }
+    }
+
+    /// The URL path and size of the image of build `name` `version` of the OS release.
+    pub(super) fn image_url(&mut self, name: &str, version: &str) -> (String, u64) {
+        let v = semver::Version::parse(version).unwrap();
+        let b = self
+            .ch
+            .release_mut(OS_VERSION)
+            .extensions
+            .iter()
+            .find(|b| b.name.as_str() == name && b.version == v)
+            .expect("build listed")
+            .clone();
+        (format!("/{}", b.image.path), b.image.size)
+    }
+
+    /// Run the real upd inside the machine: `upd --root ROOT ARGS`, with `env` set.
+    pub(super) fn upd(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.upd_cmd(args, env).output().expect("run upd")
+    }
+
+    /// The command running upd inside the machine (to spawn it).
+    pub(super) fn upd_cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("-t")
+            .arg(self.m.pid().to_string())
+            .args(["-m", "--"])
+            .arg(upd_bin())
+            .arg("--root")
+            .arg(self.m.root())
+            .args(args)
+            .env("UPD_LOG", "info")
+            .envs(env.iter().copied());
+        cmd
+    }
+
+    /// Run upd and insist on exit code `code`; returns stdout + stderr.
+    pub(super) fn upd_ok(&self, args: &[&str], code: i32) -> String {
+        let out = self.upd(args, &[]);
+        let text = text_of(&out);
+        assert_eq!(out.status.code(), Some(code), "upd {args:?}:\n{text}");
+        text
+    }
+
+    /// Merged extension name → extension-release content, as the machine sees it.
+    pub(super) fn merged(&self) -> BTreeMap<String, String> {
+        let dir = self.m.ns_root().join("usr/lib/extension-release.d");
+        self.m
+            .merged_names()
+            .into_iter()
+            .map(|n| {
+                let c = fs::read_to_string(dir.join(format!("extension-release.{n}"))).unwrap();
+                (n, c)
+            })
+            .collect()
+    }
+
+    /// Links, the state's active generation and the merged set.
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let root = self.m.root();
+        let mut links = BTreeMap::new();
+        if let Ok(rd) = fs::read_dir(root.join("etc/extensions")) {
+            for e in rd.flatten() {
+                let t = fs::read_link(e.path()).map(|t| t.display().to_string());
+                links.insert(e.file_name().to_string_lossy().into_owned(), t.ok());
+            }
+        }
+        let state: serde_json::Value =
+            serde_json::from_slice(&fs::read(root.join("var/lib/upd/state.json")).unwrap())
+                .unwrap();
+        Snapshot {
+            links,
+            active: state["active"].clone(),
+            merged: self.merged(),
+        }
+    }
+}
+
+/// What a refusal must leave exactly as it was.
+#[derive(Debug, PartialEq)]
+pub(super) struct Snapshot {
+    pub(super) links: BTreeMap<String, Option<String>>,
+    pub(super) active: serde_json::Value,
+    pub(super) merged: BTreeMap<String, String>,
+}
+
+/// Stdout then stderr, as text.
+pub(super) fn text_of(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The extension-release content `spec` builds, as a string.
+pub(super) fn release_of(spec: &SysextSpec) -> String {
+    String::from_utf8(spec.release_content()).unwrap()
+}
+
+/// A machine following a channel with hello 1.0.0 (squashfs) and world 1.0.0 (erofs), pulled and merged.
+pub(super) fn rig_at_v1() -> Rig {
+    let mut rig = Rig::new();
+    rig.ch.add_extension(OS_VERSION, &ext("hello", "1.0.0"));
+    rig.ch
+        .add_extension(OS_VERSION, &ext("world", "1.0.0").erofs());
+    rig.publish();
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(rig.m.merged_names(), ["hello", "world"]);
+    rig
+}
+
+/// Flip one character in the middle of the envelope's base64 payload (the signature is left as it was).
+pub(super) fn tamper(envelope: &[u8]) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(envelope).unwrap();
+    let payload = v["payload"].as_str().expect("DSSE payload").to_string();
+    let mut bytes = payload.into_bytes();
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    v["payload"] = serde_json::Value::String(String::from_utf8(bytes).unwrap());
+    serde_json::to_vec_pretty(&v).unwrap()
+}
+
+/// Run `upd pull`, expect exit `code` with `needle` in its output, and the machine exactly as `before`.
+pub(super) fn refused(rig: &Rig, before: &Snapshot, code: i32, needle: &str) {
+    let out = rig.upd(&["pull"], &[]);
+    let text = text_of(&out);
+    assert_eq!(out.status.code(), Some(code), "{text}");
+    assert!(text.contains(needle), "expected '{needle}' in:\n{text}");
+    assert_eq!(&rig.snapshot(), before, "{text}");
+}
