@@ -67,6 +67,48 @@ fn cut_download_resumes_with_range() {
     assert_eq!(rig.m.run_program("hello").trim(), "hello 1.0.0");
 }
 
+/// Every failpoint of the switch, in order.
+const POINTS: [&str; 7] = [
+    "switch-journaled",
+    "switch-link",
+    "switch-linked",
+    "switch-before-refresh",
+    "switch-refreshed",
+    "switch-checked",
+    "switch-committed",
+];
+
+fn set_of(version: &str) -> BTreeMap<String, String> {
+    ["hello", "world"]
+        .iter()
+        .map(|n| (n.to_string(), release_of(&ext(n, version))))
+        .collect()
+}
+
+/// A machine on hello+world 1.0.0 whose channel now offers hello+world 1.1.0.
+fn rig_offering_v2() -> Rig {
+    let mut rig = rig_at_v1();
+    assert_eq!(rig.merged(), set_of("1.0.0"), "before");
+    rig.ch.add_extension(OS_VERSION, &ext("hello", "1.1.0"));
+    rig.ch
+        .add_extension(OS_VERSION, &ext("world", "1.1.0").erofs());
+    rig.publish();
+    rig
+}
+
+/// `upd pull` killed by SIGKILL at failpoint `fp`.
+fn pull_killed_at(rig: &Rig, fp: &str) {
+    let out = rig.upd(&["pull"], &[("UPD_FAILPOINT", fp)]);
+    assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text_of(&out));
+}
+
+/// The `upd status --json` document.
+fn status(rig: &Rig) -> serde_json::Value {
+    let out = rig.upd(&["status", "--json"], &[]);
+    assert!(out.status.success(), "{}", text_of(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn sigkill_at_each_switch_step_boots_old_or_new_set_never_a_mix() {
     // For each failpoint of the switch: a machine on hello+world 1.0.0 pulls hello+world 1.1.0 and is killed
@@ -74,58 +116,56 @@ fn sigkill_at_each_switch_step_boots_old_or_new_set_never_a_mix() {
     if !require_root() {
         return;
     }
-    let points = [
-        "switch-journaled",
-        "switch-link",
-        "switch-linked",
-        "switch-before-refresh",
-        "switch-refreshed",
-        "switch-checked",
-        "switch-committed",
-    ];
-    let old: BTreeMap<String, String> = [
-        ("hello".to_string(), release_of(&ext("hello", "1.0.0"))),
-        ("world".to_string(), release_of(&ext("world", "1.0.0"))),
-    ]
-    .into();
-    let new: BTreeMap<String, String> = [
-        ("hello".to_string(), release_of(&ext("hello", "1.1.0"))),
-        ("world".to_string(), release_of(&ext("world", "1.1.0"))),
-    ]
-    .into();
+    let (old, new) = (set_of("1.0.0"), set_of("1.1.0"));
     let mut outcomes = Vec::new();
-    for fp in points {
-        let mut rig = rig_at_v1();
-        assert_eq!(rig.merged(), old, "{fp}: before");
-        rig.ch.add_extension(OS_VERSION, &ext("hello", "1.1.0"));
-        rig.ch
-            .add_extension(OS_VERSION, &ext("world", "1.1.0").erofs());
-        rig.publish();
-        let out = rig.upd(&["pull"], &[("UPD_FAILPOINT", fp)]);
-        assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text_of(&out));
+    for fp in POINTS {
+        let mut rig = rig_offering_v2();
+        pull_killed_at(&rig, fp);
         rig.m.reboot();
         rig.upd_ok(&["boot"], 0);
         let merge = rig.m.sysext(&["merge"]);
         assert!(merge.status.success(), "{fp}: merge: {}", text_of(&merge));
         let merged = rig.merged();
         let which = if merged == old {
-            "old"
+            "1.0.0"
         } else if merged == new {
-            "new"
+            "1.1.0"
         } else {
             panic!("{fp}: a mix after reboot: {merged:?}")
         };
-        let status = rig.upd(&["status", "--json"], &[]);
-        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-        assert!(status["unfinished_switch"].is_null(), "{fp}: {status}");
-        let active_hello = status["active"]["extensions"]["hello"]["version"].clone();
-        let expect_hello = if which == "old" { "1.0.0" } else { "1.1.0" };
-        assert_eq!(active_hello, expect_hello, "{fp}: state vs merged set");
+        let st = status(&rig);
+        assert!(st["unfinished_switch"].is_null(), "{fp}: {st}");
+        let active = &st["active"]["extensions"];
+        assert_eq!(active["hello"]["version"], which, "{fp}: state vs merged");
+        assert_eq!(active["world"]["version"], which, "{fp}: state vs merged");
         outcomes.push(format!("{fp}={which}"));
         rig.upd_ok(&["pull"], 0);
         assert_eq!(rig.merged(), new, "{fp}: pull after reboot");
     }
     eprintln!("sigkill outcomes: {}", outcomes.join(" "));
+}
+
+#[test]
+fn sigkill_at_each_switch_step_then_live_pull_finishes() {
+    // The same kills without a reboot: the journal shows the unfinished switch until the next live `upd pull`
+    // finishes or undoes it (with a refresh) and ends on the new set.
+    if !require_root() {
+        return;
+    }
+    for fp in POINTS {
+        let rig = rig_offering_v2();
+        pull_killed_at(&rig, fp);
+        let st = status(&rig);
+        assert_eq!(
+            st["unfinished_switch"].is_null(),
+            fp == "switch-committed",
+            "{fp}: {st}"
+        );
+        let out = rig.upd_ok(&["pull"], 0);
+        assert_eq!(rig.merged(), set_of("1.1.0"), "{fp}: {out}");
+        assert!(status(&rig)["unfinished_switch"].is_null(), "{fp}");
+        assert_eq!(rig.m.run_program("world").trim(), "world 1.1.0", "{fp}");
+    }
 }
 
 #[test]
