@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use semver::Version;
 use upd_channels::manifest::{
     ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Sha256, Target,
+    MANIFEST_PAYLOAD_TYPE,
 };
 use upd_channels::name::{Name, RelPath};
 use upd_channels::osrelease::native_architecture;
@@ -181,6 +182,13 @@ impl Channel {
         let envelope = sign_manifest(&self.manifest, &[&self.channel_key]);
         self.write(&self.manifest_rel(), &envelope);
         envelope
+    }
+
+    /// Sign arbitrary manifest payload bytes with the channel key (a hostile publisher's manifest that the
+    /// schema must refuse); returns the envelope.
+    pub fn sign_payload(&self, payload: &[u8]) -> Vec<u8> {
+        upd_keys::Envelope::sign(MANIFEST_PAYLOAD_TYPE, payload, &[&self.channel_key])
+            .to_json_bytes()
     }
 
     /// Write `bytes` as the channel's manifest file as is (a replay, a tampered copy).

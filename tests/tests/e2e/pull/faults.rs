@@ -295,3 +295,42 @@ fn wrong_merge_after_refresh_is_rolled_back_even_when_killed_midway() {
     rig.upd_ok(&["pull"], 0);
     assert_eq!(rig.m.run_program("hello").trim(), "hello 1.1.0");
 }
+
+#[test]
+fn stalled_download_fails_and_switches_nothing() {
+    // The server stops sending hello 1.1.0 after 64 KiB and keeps the connection open (slow retrieval).
+    if !require_root() {
+        return;
+    }
+    let mut rig = rig_at_v1();
+    let before = rig.snapshot();
+    let mut hello = ext("hello", "1.1.0");
+    hello.pad_bytes = MIB;
+    rig.ch.add_extension(OS_VERSION, &hello);
+    rig.publish();
+    let (url, _) = rig.image_url("hello", "1.1.0");
+    let stall = Fault::StallAfter {
+        at: 64 * 1024,
+        times: None,
+    };
+    rig.server.set_fault(&url, stall);
+    let started = std::time::Instant::now();
+    let out = rig.upd(
+        &[
+            "--set",
+            "RETRIES=0",
+            "--set",
+            "STALL_TIMEOUT_SECS=2",
+            "pull",
+        ],
+        &[],
+    );
+    let text = text_of(&out);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert!(text.contains("stalled"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{text}"
+    );
+    assert_eq!(rig.snapshot(), before, "{text}");
+}

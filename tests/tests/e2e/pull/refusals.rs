@@ -132,3 +132,25 @@ fn frozen_and_mixed_channels_are_refused_and_root_rotation_is_followed() {
     assert_eq!(rig.m.run_program("hello").trim(), "hello 1.1.0");
     assert!(rig.m.root().join("var/lib/upd/roots/2.root.json").exists());
 }
+
+#[test]
+fn signed_manifest_with_a_climbing_path_is_refused() {
+    // The channel key signs a manifest whose hello 1.1.0 image path climbs out of the repository.
+    if !require_root() {
+        return;
+    }
+    let mut rig = rig_at_v1();
+    let before = rig.snapshot();
+    rig.ch.add_extension(OS_VERSION, &ext("hello", "1.1.0"));
+    rig.ch.manifest.serial += 1;
+    let mut doc: serde_json::Value = serde_json::from_slice(&rig.ch.manifest.to_bytes()).unwrap();
+    let builds = doc["releases"][0]["extensions"].as_array_mut().unwrap();
+    let last = builds.last_mut().unwrap();
+    last["image"]["path"] = "images/../../etc/passwd".into();
+    let envelope = rig
+        .ch
+        .sign_payload(&serde_json::to_vec_pretty(&doc).unwrap());
+    rig.ch.write_manifest_bytes(&envelope);
+    rig.sync();
+    refused(&rig, &before, 4, "refused the manifest");
+}
