@@ -102,7 +102,12 @@ pub fn switch(
     state.begin_switch(target, from, to.clone())?;
     state.save(&dir)?;
     failpoint::hit("switch-journaled");
-    m.apply_links(&to, || failpoint::hit("switch-link"))?;
+    if let Err(e) = m.apply_links(&to, || failpoint::hit("switch-link")) {
+        // Nothing was refreshed yet: put the old links back now rather than at the next run.
+        tracing::error!(error = %e, "placing the new links failed; restoring the old ones");
+        undo(m, state, now, false)?;
+        return Err(e.into());
+    }
     state.mark_linked()?;
     state.save(&dir)?;
     failpoint::hit("switch-linked");

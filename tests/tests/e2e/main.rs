@@ -1,6 +1,6 @@
 //! upd end-to-end suites, compiled into one test binary; one line per module says what it covers.
-mod sysext; // real systemd-sysext 252 on sandbox machines: merge, silent skips, verify_merged, reboot, isolation
 mod fetch; // the upd fetcher over real HTTP with injected faults: hash, size limit, resume, stall, retries, ETag
 mod publish; // upd-channel binary end to end: keygen, init, add-release from real images, sign, serve, verify; each tampered manifest refused
-mod units; // systemd units: systemd-analyze verify, ordering before systemd-sysext, timer
 mod pull; // the real upd binary on sandbox machines: pull, refusals, resume, SIGKILL at each switch step, lock, full disk
+mod sysext; // real systemd-sysext 252 on sandbox machines: merge, silent skips, verify_merged, reboot, isolation
+mod units; // systemd units: systemd-analyze verify, ordering before systemd-sysext, timer

@@ -84,7 +84,8 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         .filter(|r| !r.withdrawn && r.version > host.version)
         .map(|r| r.version.to_string())
         .next_back();
-    let update_available = p.differs_from(&current) || newest.is_some();
+    // Only what `pull` can apply counts; a newer OS release is reported, not counted (no A/B slots yet).
+    let update_available = p.differs_from(&current);
     let report = CheckReport {
         channel: manifest.channel.to_string(),
         serial: manifest.serial,
