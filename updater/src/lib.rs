@@ -6,7 +6,6 @@ pub mod config;
 pub mod failpoint;
 pub mod fetch;
 pub mod fsutil;
-pub mod hash;
 pub mod lock;
 pub mod machine;
 pub mod plan;

@@ -326,7 +326,7 @@ async fn download(
     let mut items = Vec::new();
     for b in plan.chosen() {
         let dest = m.store_file(b.name.as_str(), &store_file_name(b));
-        if dest.exists() && crate::hash::file_sha256(&dest)? == b.image.sha256.0 {
+        if dest.exists() && cached_hash(&dest)? == b.image.sha256 {
             continue;
         }
         if dest.exists() {
@@ -392,4 +392,11 @@ fn check_images(m: &Machine, plan: &Plan, host: &Host) -> Result<(), PullError> 
         }
     }
     Ok(())
+}
+
+/// SHA-256 of an image already in the store, re-checked before it is reused.
+fn cached_hash(path: &std::path::Path) -> Result<upd_channels::manifest::Sha256, PathError> {
+    upd_channels::repo::hash_file(path)
+        .map(|(_, h)| h)
+        .map_err(|e| PathError::new("hash", path, std::io::Error::other(e.to_string())))
 }
