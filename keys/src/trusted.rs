@@ -34,21 +34,27 @@ fn open_self_signed(bytes: &[u8]) -> Result<(Envelope, RootDocument)> {
     // The keys to check the document with come from the document itself; it is trusted only
     // once its own root threshold verified (and, on rotation, the previous root's too).
     let doc = RootDocument::from_json(env.unverified_payload())?;
-    let what = format!("root version {}", doc.version);
-    let role = format!("version {} root", doc.version);
+    verify_by_root_role(&env, doc.version, &doc)?;
+    Ok((env, doc))
+}
+
+/// Verifies `env`, the envelope of root version `version`, with the root role of `signer`.
+fn verify_by_root_role(env: &Envelope, version: u64, signer: &RootDocument) -> Result<()> {
+    let what = format!("root version {version}");
+    let role = format!("version {} root", signer.version);
     let label = Label {
         what: &what,
         role: &role,
     };
-    let root = &doc.roles.root;
+    let root = &signer.roles.root;
     env.verify_labelled(
         ROOT_PAYLOAD_TYPE,
-        &doc.keys,
+        &signer.keys,
         &root.keyids,
         root.threshold,
         &label,
     )?;
-    Ok((env, doc))
+    Ok(())
 }
 
 impl TrustedRoot {
@@ -74,20 +80,7 @@ impl TrustedRoot {
         let (env, next) = open_self_signed(next_envelope_bytes)?;
         // 5.3.4 (first half): ... and by a threshold of the trusted root's root keys.
         let current = &self.doc;
-        let what = format!("root version {}", next.version);
-        let role = format!("version {} root", current.version);
-        let label = Label {
-            what: &what,
-            role: &role,
-        };
-        let root = &current.roles.root;
-        env.verify_labelled(
-            ROOT_PAYLOAD_TYPE,
-            &current.keys,
-            &root.keyids,
-            root.threshold,
-            &label,
-        )?;
+        verify_by_root_role(&env, next.version, current)?;
         // 5.3.5: the version is exactly one more (no skip, no replay of an old root).
         if next.version != current.version + 1 {
             return Err(KeyError::RootVersion {
