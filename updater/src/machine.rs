@@ -1,6 +1,5 @@
 //! The machine upd manages: its root directory, settings, paths, host identity and owned links.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -251,15 +250,6 @@ fn host_from(path: &Path, text: &str) -> Result<Host, MachineError> {
         version,
         os_release: os,
     })
-}
-
-/// Extension name → the target of its link, for the names in `a` or `b`.
-pub fn union_names(a: &LinkSet, b: &LinkSet) -> Vec<String> {
-    let mut m: BTreeMap<&String, ()> = BTreeMap::new();
-    for k in a.keys().chain(b.keys()) {
-        m.insert(k, ());
-    }
-    m.into_keys().cloned().collect()
 }
 
 #[cfg(test)]

@@ -129,6 +129,19 @@ impl Session {
             _lock: lock,
         })
     }
+
+    /// Check the channel (root rotation, conditional GET, verification) and commit the serial
+    /// and ETag it recorded, so that a replayed older manifest is refused from now on.
+    pub async fn check_channel(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<channel::Fetched, PullError> {
+        let fetcher = fetcher(&self.machine)?;
+        let fetched =
+            channel::fetch_verified(&self.machine, &mut self.state, &fetcher, now).await?;
+        self.state.save(&self.machine.state_dir())?;
+        Ok(fetched)
+    }
 }
 
 /// The fetcher configured from the settings.
@@ -198,14 +211,9 @@ pub async fn pull(
     progress: &dyn Fn() -> Arc<dyn Progress>,
     now: DateTime<Utc>,
 ) -> Result<PullReport, PullError> {
+    let fetched = s.check_channel(now).await?;
     let m = s.machine.clone();
     let fetcher = fetcher(&m)?;
-    let fetched = channel::fetch_verified(&m, &mut s.state, &fetcher, now).await;
-    let fetched = match fetched {
-        Ok(f) => f,
-        Err(e) => return Err(e.into()),
-    };
-    s.state.save(&m.state_dir())?;
     let host = m.host()?;
     if let Some(v) = version.filter(|v| **v != host.version) {
         return Err(PullError::OsUpdate(v.clone()));
@@ -220,7 +228,7 @@ pub async fn pull(
         resumed: 0,
         reconciled: format!("{:?}", s.reconciled),
     };
-    let (target, to) = target_generation(&m, &s.state, &plan, &host, now)?;
+    let (target, to) = target_generation(&m, &s.state, &plan, &host, now);
     let current = current_links_of(&m, &s.state, &to)?;
     if current == to {
         tracing::info!(release = %release.version, "extensions are up to date");
@@ -255,7 +263,7 @@ fn target_generation(
     plan: &Plan,
     host: &Host,
     now: DateTime<Utc>,
-) -> Result<(Generation, LinkSet), PullError> {
+) -> (Generation, LinkSet) {
     let mut exts = BTreeMap::new();
     let mut to = LinkSet::new();
     for b in plan.chosen() {
@@ -291,7 +299,7 @@ fn target_generation(
         extensions: exts,
         created: now,
     };
-    Ok((gen, to))
+    (gen, to)
 }
 
 fn diff(state: &State, target: &Generation) -> BTreeMap<String, (Option<String>, Option<String>)> {

@@ -54,7 +54,6 @@ fn expected_for(m: &Machine, set: &LinkSet) -> Result<Expected, SwitchError> {
         let content = match target.as_ref().and_then(|t| m.resolve_target(t)) {
             Some(img) => {
                 let inner = format!("{RELEASE_DIR}/extension-release.{name}");
-                let inner = inner.trim_start_matches('/').to_string();
                 image::read_file(&img, &inner, image::MAX_RELEASE_LEN)?
             }
             None => None,

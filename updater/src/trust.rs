@@ -40,11 +40,6 @@ pub enum TrustError {
     Io(#[from] PathError),
 }
 
-/// The cached root accepted last, in the state directory.
-fn cache_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("root.json")
-}
-
 /// Load the shipped root from `keys_dir/root.json`, then the cached newer root chain from the state directory.
 pub fn load(
     keys_dir: &Path,
@@ -68,7 +63,6 @@ pub fn load(
         let Ok(b) = fs::read(&next) else { break };
         root = root.rotate(&b, now).map_err(|e| refused(&next, e))?;
     }
-    let _ = cache_path(state_dir);
     Ok(root)
 }
 

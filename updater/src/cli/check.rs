@@ -4,10 +4,9 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::{exit, print_json, runtime};
-use crate::channel;
 use crate::machine::Machine;
 use crate::plan;
-use crate::pull::{current_builds, fetcher, running_release, wanted, Session};
+use crate::pull::{current_builds, running_release, wanted, Session};
 
 /// Options of `check`.
 #[derive(Debug, clap::Args)]
@@ -51,10 +50,7 @@ struct CheckReport {
 pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
     let now = Utc::now();
     let mut s = Session::open(m, a.wait, true, now)?;
-    let f = fetcher(&s.machine)?;
-    let fetched =
-        runtime()?.block_on(channel::fetch_verified(&s.machine, &mut s.state, &f, now))?;
-    s.state.save(&s.machine.state_dir())?;
+    let fetched = runtime()?.block_on(s.check_channel(now))?;
     let host = s.machine.host()?;
     let manifest = &fetched.manifest;
     let release = running_release(manifest, &host)?;
@@ -130,10 +126,7 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
 pub fn list(m: Machine, a: &ListArgs) -> anyhow::Result<u8> {
     let now = Utc::now();
     let mut s = Session::open(m, false, true, now)?;
-    let f = fetcher(&s.machine)?;
-    let fetched =
-        runtime()?.block_on(channel::fetch_verified(&s.machine, &mut s.state, &f, now))?;
-    s.state.save(&s.machine.state_dir())?;
+    let fetched = runtime()?.block_on(s.check_channel(now))?;
     let manifest = fetched.manifest;
     if a.json {
         return print_json(&manifest).map(|_| exit::OK);
