@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
+use semver::Version;
+use upd_channels::manifest::Manifest;
 use upd_channels::name::Name;
+use upd_channels::repo::Repo;
 use upd_keys::SigningKey;
 
 /// Logs go to stderr; `UPD_LOG` (an env filter) overrides the `-v` level.
@@ -47,4 +50,31 @@ pub fn expires_in(now: DateTime<Utc>, days: i64) -> Result<DateTime<Utc>> {
         "--expires-days {days} is outside 0..36500"
     );
     Ok(now + Duration::days(days))
+}
+
+/// The release a draft edit applies to: `--repo`, `--channel`, `--version`.
+#[derive(Debug, clap::Args)]
+pub struct ReleaseRef {
+    /// The repository directory.
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The channel whose draft is edited.
+    #[arg(long, value_parser = channel)]
+    pub channel: Name,
+    /// The release.
+    #[arg(long)]
+    pub version: Version,
+}
+
+impl ReleaseRef {
+    /// Load the channel's draft, apply `edit` to this release, validate and write it; the path written.
+    pub fn edit_draft(
+        &self,
+        edit: impl FnOnce(&mut Manifest, &Version) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let repo = Repo::new(&self.repo);
+        let mut draft = repo.load_draft(&self.channel)?;
+        edit(&mut draft, &self.version)?;
+        Ok(repo.save_draft(&draft)?)
+    }
 }
