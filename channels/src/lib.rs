@@ -6,5 +6,6 @@ pub mod manifest;
 pub mod name;
 pub mod osrelease;
 pub mod repo;
+pub mod rollout;
 pub mod serve;
 pub mod verify;
