@@ -14,3 +14,4 @@ pub mod state;
 pub mod switch;
 pub mod sysext;
 pub mod trust;
+pub mod window;
