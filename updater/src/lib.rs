@@ -6,6 +6,7 @@ pub mod config;
 pub mod failpoint;
 pub mod fetch;
 pub mod fsutil;
+pub mod gpt;
 pub mod lock;
 pub mod machine;
 pub mod plan;
