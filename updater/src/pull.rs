@@ -18,8 +18,12 @@ use crate::fsutil::{sweep_tmp, PathError};
 use crate::lock::{LockError, ProcessLock};
 use crate::machine::{Host, Machine, MachineError};
 use crate::plan::{self, Plan, Wanted};
+use crate::select;
+use crate::slot::Slots;
+use crate::stage::{self, StageOptions, StageReport};
 use crate::state::{ExtImage, Generation, LinkSet, State, StateError};
 use crate::switch::{self, Reconciled, SwitchError};
+use upd_channels::osrelease::HostIdentity;
 
 /// Why a pull or check stopped; the machine is left as it was (or on the complete new set).
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +58,53 @@ pub enum PullError {
         /// Known versions.
         known: String,
     },
-    /// An OS release other than the running one was asked for.
-    #[error("release {0} is another OS version; OS (A/B slot) updates are not supported by this build yet")]
-    OsUpdate(Version),
+    /// The OS slots.
+    #[error(transparent)]
+    Slot(#[from] crate::slot::SlotError),
+    /// An OS release some enabled extension has no merging build for.
+    #[error("OS release {release} is not staged: {}; an extension can be left out on purpose with --drop-extension NAME", .blockers.join("; "))]
+    Gated {
+        /// The release.
+        release: String,
+        /// What blocks it, one line per extension.
+        blockers: Vec<String>,
+    },
+    /// `--drop-extension` named an extension that is not enabled.
+    #[error("--drop-extension {0}: no such extension is enabled")]
+    NotEnabled(String),
+    /// The new OS booted and waits for `upd mark-good`.
+    #[error("OS {0} booted from the new slot and is not marked good yet; run `upd mark-good` (or `upd rollback`) first")]
+    AwaitingMarkGood(String),
+    /// Health checks failed and there was no new OS to send back.
+    #[error("health checks failed: {0}")]
+    Unhealthy(String),
+    /// `upd rollback` has nothing to go back to.
+    #[error("cannot roll back: {0}")]
+    NoRollback(String),
+    /// The reboot strategy could not run.
+    #[error("reboot: {0}")]
+    Reboot(String),
+    /// The release asked for is not in the manifest.
+    #[error("release {version} is not in channel '{channel}' (releases: {known})")]
+    NoSuchRelease {
+        /// Asked for.
+        version: Version,
+        /// Channel.
+        channel: String,
+        /// Known versions.
+        known: String,
+    },
+    /// The release asked for is withdrawn.
+    #[error("release {0} is withdrawn by the publisher")]
+    Withdrawn(Version),
+    /// An older OS release was asked for.
+    #[error("release {version} is older than the running OS {running}; use `upd rollback` for the previous generation")]
+    Downgrade {
+        /// Asked for.
+        version: Version,
+        /// Running.
+        running: Version,
+    },
     /// An image that systemd-sysext would not merge, or that differs from what the manifest declares.
     #[error("refused image {path}: {why}")]
     Incompatible {
@@ -204,21 +252,122 @@ pub fn current_builds(state: &State) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Run `upd pull` for the running OS (or the given `version`, which must be the running one).
+impl PullReport {
+    pub(crate) fn empty(release: &str) -> Self {
+        PullReport {
+            release: release.to_string(),
+            changed: BTreeMap::new(),
+            problems: Vec::new(),
+            downloaded: 0,
+            resumed: 0,
+            reconciled: String::new(),
+        }
+    }
+}
+
+/// What `upd pull` did: an extension switch on the running OS, or an OS release staged.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Extensions of the running OS (possibly nothing to do).
+    Extensions(PullReport),
+    /// A new OS release staged in the inactive slot, waiting for a reboot.
+    Staged(StageReport),
+}
+
+/// The OS release `upd pull` goes to: `version` if given (waves bypassed, never signatures),
+/// else the newest eligible one, else the running one.
+pub fn target_release<'a>(
+    s: &Session,
+    manifest: &'a Manifest,
+    host: &Host,
+    version: Option<&Version>,
+) -> Result<&'a Release, PullError> {
+    if let Some(v) = version {
+        let r = manifest
+            .release(v)
+            .ok_or_else(|| PullError::NoSuchRelease {
+                version: v.clone(),
+                channel: manifest.channel.to_string(),
+                known: known(manifest),
+            })?;
+        if r.withdrawn && *v != host.version {
+            return Err(PullError::Withdrawn(v.clone()));
+        }
+        if *v < host.version {
+            return Err(PullError::Downgrade {
+                version: v.clone(),
+                running: host.version.clone(),
+            });
+        }
+        return Ok(r);
+    }
+    if Slots::of(&s.machine).is_some() {
+        let sel = select::select(
+            manifest,
+            &host.version,
+            &s.state.failed_releases,
+            |_| Ok(()),
+        );
+        for k in &sel.skipped {
+            tracing::info!(release = %k.version, why = %k.why, "passed over");
+        }
+        if let Some(r) = sel.target {
+            return Ok(r);
+        }
+    }
+    running_release(manifest, host)
+}
+
+fn known(manifest: &Manifest) -> String {
+    manifest
+        .releases
+        .iter()
+        .map(|r| r.version.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Run `upd pull`: stage a newer OS release, or bring the running OS's extensions up to date.
 pub async fn pull(
     s: &mut Session,
     version: Option<&Version>,
+    opts: &StageOptions,
+    progress: &dyn Fn() -> Arc<dyn Progress>,
+    now: DateTime<Utc>,
+) -> Result<Outcome, PullError> {
+    let fetched = s.check_channel(now).await?;
+    let host = s.machine.host()?;
+    let release = target_release(s, &fetched.manifest, &host, version)?;
+    if release.version != host.version {
+        return Ok(Outcome::Staged(
+            stage::stage(s, release, opts, progress, now).await?,
+        ));
+    }
+    if let Some(p) = s.state.pending.as_ref() {
+        let booted = Slots::of(&s.machine)
+            .map(|sl| sl.booted(&s.machine))
+            .transpose()?;
+        if booted.is_some() && p.slot == booted {
+            return Err(PullError::AwaitingMarkGood(p.os_version.clone()));
+        }
+    }
+    Ok(Outcome::Extensions(
+        pull_extensions(s, release, &host, progress, now).await?,
+    ))
+}
+
+/// Bring the running OS's extensions to the newest builds of its release.
+async fn pull_extensions(
+    s: &mut Session,
+    release: &Release,
+    host: &Host,
     progress: &dyn Fn() -> Arc<dyn Progress>,
     now: DateTime<Utc>,
 ) -> Result<PullReport, PullError> {
-    let fetched = s.check_channel(now).await?;
     let m = s.machine.clone();
     let fetcher = fetcher(&m)?;
-    let host = m.host()?;
-    if let Some(v) = version.filter(|v| **v != host.version) {
-        return Err(PullError::OsUpdate(v.clone()));
-    }
-    let release = running_release(&fetched.manifest, &host)?;
+    let host = host.clone();
     let plan = plan::plan(release, &host.identity, &wanted(&m));
     let mut report = PullReport {
         release: release.version.to_string(),
@@ -235,7 +384,7 @@ pub async fn pull(
         return Ok(report);
     }
     let new_files = download(&m, &fetcher, &plan, progress, &mut report).await?;
-    if let Err(e) = check_images(&m, &plan, &host) {
+    if let Err(e) = check_images(&m, &plan, &host.identity) {
         for f in new_files {
             let _ = fs::remove_file(f);
         }
@@ -323,7 +472,7 @@ fn diff(state: &State, target: &Generation) -> BTreeMap<String, (Option<String>,
 }
 
 /// Download the chosen builds that are not in the store yet; re-hash those that are.
-async fn download(
+pub(crate) async fn download(
     m: &Machine,
     fetcher: &Fetcher,
     plan: &Plan,
@@ -379,8 +528,8 @@ async fn download(
 }
 
 /// Read each chosen image's extension-release from inside the image and apply systemd-sysext's
-/// rules against the running host; the image must also declare what the manifest says.
-fn check_images(m: &Machine, plan: &Plan, host: &Host) -> Result<(), PullError> {
+/// rules against `host` (running or upcoming); the image must also declare what the manifest says.
+pub(crate) fn check_images(m: &Machine, plan: &Plan, host: &HostIdentity) -> Result<(), PullError> {
     for b in plan.chosen() {
         let path = m.store_file(b.name.as_str(), &store_file_name(b));
         let bad = |why: String| PullError::Incompatible {
@@ -389,7 +538,7 @@ fn check_images(m: &Machine, plan: &Plan, host: &Host) -> Result<(), PullError> 
         };
         let (found, release) = image::read_extension_release(&path, b.name.as_str())
             .map_err(|e| bad(e.to_string()))?;
-        compat::check(&format!("{}.raw", b.name), &found, &release, &host.identity)
+        compat::check(&format!("{}.raw", b.name), &found, &release, host)
             .map_err(|e| bad(e.to_string()))?;
         let inside = ExtIdentity::from_release(&release);
         if inside != b.release {

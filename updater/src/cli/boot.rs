@@ -1,27 +1,40 @@
-//! `upd boot`: early boot, before systemd-sysext.service: finish or undo a switch cut short.
+//! `upd boot`: early boot, before systemd-sysext.service: finish or undo a switch cut short, see
+//! which OS slot came up and point the links at that generation.
 
 use chrono::Utc;
 
-use super::exit;
+use super::{exit, print_json};
+use crate::lifecycle;
 use crate::machine::Machine;
 use crate::pull::Session;
 use crate::switch::Reconciled;
 
 /// Options of `boot`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Run it: waits for the lock; never refreshes (the merge comes after).
-pub fn run(m: Machine, _a: &Args) -> anyhow::Result<u8> {
-    let s = Session::open(m, true, false, Utc::now())?;
+pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
+    let now = Utc::now();
+    let mut s = Session::open(m, true, false, now)?;
     match s.reconciled {
-        Reconciled::Nothing => eprintln!("upd: boot: links are consistent"),
+        Reconciled::Nothing => {}
         Reconciled::Undone => {
             eprintln!("upd: boot: undid a switch cut short; the previous set stays")
         }
         Reconciled::Completed => {
             eprintln!("upd: boot: completed a switch cut short; the new set is active")
         }
+    }
+    let report = lifecycle::boot(&mut s, now)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        eprintln!("upd: boot: {}", report.what);
     }
     Ok(exit::OK)
 }

@@ -37,11 +37,23 @@ struct ExtReport {
 }
 
 #[derive(Serialize)]
+struct OsUpdate {
+    version: String,
+    /// Already staged and waiting for a reboot.
+    staged: bool,
+    /// Enabled extensions without a build that merges on it (the release is not staged until
+    /// they have one, or are dropped with --drop-extension).
+    blocked_by: Vec<String>,
+}
+
+#[derive(Serialize)]
 struct CheckReport {
     channel: String,
     serial: u64,
     os_running: String,
     os_newest: Option<String>,
+    os_update: Option<OsUpdate>,
+    passed_over: Vec<crate::select::Skipped>,
     update_available: bool,
     extensions: Vec<ExtReport>,
 }
@@ -80,13 +92,20 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         .filter(|r| !r.withdrawn && r.version > host.version)
         .map(|r| r.version.to_string())
         .next_back();
-    // Only what `pull` can apply counts; a newer OS release is reported, not counted (no A/B slots yet).
-    let update_available = p.differs_from(&current);
+    let (os_update, passed_over) = os_update(&s, manifest, &host);
+    // Only what `pull` can apply counts: extension builds for the running OS, or an OS release
+    // that is not blocked and not staged yet.
+    let update_available = p.differs_from(&current)
+        || os_update
+            .as_ref()
+            .is_some_and(|o| o.blocked_by.is_empty() && !o.staged);
     let report = CheckReport {
         channel: manifest.channel.to_string(),
         serial: manifest.serial,
         os_running: host.version.to_string(),
         os_newest: newest,
+        os_update,
+        passed_over,
         update_available,
         extensions,
     };
@@ -97,8 +116,28 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
             "channel {} serial {}; running OS {}",
             report.channel, report.serial, report.os_running
         );
-        if let Some(n) = &report.os_newest {
-            println!("newer OS release available: {n}");
+        match &report.os_update {
+            Some(o) if o.staged => println!("OS {} is staged; reboot to switch", o.version),
+            Some(o) if o.blocked_by.is_empty() => {
+                println!(
+                    "OS update available: {} (all enabled extensions have builds that merge on it)",
+                    o.version
+                )
+            }
+            Some(o) => {
+                println!("OS update {} is BLOCKED until these extensions have a build for it (or are dropped with --drop-extension):", o.version);
+                for b in &o.blocked_by {
+                    println!("    {b}");
+                }
+            }
+            None => {
+                if let Some(n) = &report.os_newest {
+                    println!("newer OS release in the channel: {n} (not for this machine now)");
+                }
+            }
+        }
+        for k in &report.passed_over {
+            println!("  passed over {}: {}", k.version, k.why);
         }
         for e in &report.extensions {
             let cand = e.candidate.as_deref().unwrap_or("-");
@@ -120,6 +159,42 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
     } else {
         exit::OK
     })
+}
+
+/// The OS release `pull` would stage, with what blocks it; and the newer releases passed over.
+fn os_update(
+    s: &Session,
+    manifest: &upd_channels::manifest::Manifest,
+    host: &crate::machine::Host,
+) -> (Option<OsUpdate>, Vec<crate::select::Skipped>) {
+    if crate::slot::Slots::of(&s.machine).is_none() {
+        return (None, Vec::new());
+    }
+    let sel = crate::select::select(
+        manifest,
+        &host.version,
+        &s.state.failed_releases,
+        |_| Ok(()),
+    );
+    let Some(r) = sel.target else {
+        return (None, sel.skipped);
+    };
+    let staged = s
+        .state
+        .pending
+        .as_ref()
+        .is_some_and(|p| p.os_version == r.version.to_string());
+    let blocked_by = match crate::stage::gate(s, r, &[]) {
+        Ok(_) => Vec::new(),
+        Err(crate::pull::PullError::Gated { blockers, .. }) => blockers,
+        Err(e) => vec![e.to_string()],
+    };
+    let o = OsUpdate {
+        version: r.version.to_string(),
+        staged,
+        blocked_by,
+    };
+    (Some(o), sel.skipped)
 }
 
 /// Run `list`.

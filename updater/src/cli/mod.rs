@@ -12,6 +12,7 @@ mod boot;
 mod check;
 mod ext;
 mod gc;
+mod lifecycle;
 mod progress;
 mod pull;
 mod status;
@@ -34,6 +35,8 @@ pub mod exit {
     pub const ROLLED_BACK: u8 = 6;
     /// A download failed (network, hash, size, space).
     pub const DOWNLOAD: u8 = 7;
+    /// An OS release is blocked: an enabled extension has no build that merges on it.
+    pub const BLOCKED: u8 = 8;
     /// `check`: an update is available.
     pub const UPDATE_AVAILABLE: u8 = 100;
 }
@@ -72,8 +75,12 @@ enum Command {
     Update(pull::Args),
     /// Remove store images no generation uses.
     Gc(gc::Args),
-    /// Early boot: finish or undo a switch cut short, before systemd-sysext merges.
+    /// Early boot: finish or undo a switch cut short and link the generation of the booted OS slot, before systemd-sysext merges.
     Boot(boot::Args),
+    /// After a healthy boot: run health checks, mark the slot successful, make the new generation active.
+    MarkGood(lifecycle::MarkGoodArgs),
+    /// Go back to the previous generation (its OS slot boots next, or its extension set now).
+    Rollback(lifecycle::RollbackArgs),
     /// Enable or disable an extension.
     Ext(ext::Args),
 }
@@ -114,6 +121,8 @@ pub fn main() -> ExitCode {
         Command::Update(a) => pull::run(m, a, true),
         Command::Gc(a) => gc::run(m, a),
         Command::Boot(a) => boot::run(m, a),
+        Command::MarkGood(a) => lifecycle::mark_good(m, a),
+        Command::Rollback(a) => lifecycle::rollback(m, a),
         Command::Ext(a) => ext::run(m, a),
     });
     match result {
@@ -135,7 +144,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                     crate::channel::ChannelError::Refused { .. }
                     | crate::channel::ChannelError::Trust(_),
                 ) => exit::REFUSED,
-                P::Incompatible { .. } => exit::INCOMPATIBLE,
+                P::Incompatible { .. }
+                | P::Fetch(crate::fetch::FetchError::SlotTooSmall { .. }) => exit::INCOMPATIBLE,
+                P::Gated { .. } => exit::BLOCKED,
                 P::Switch(crate::switch::SwitchError::RolledBack { .. }) => exit::ROLLED_BACK,
                 P::Fetch(_)
                 | P::Fetches(_)

@@ -5,13 +5,19 @@ use semver::Version;
 
 use super::{exit, print_json, progress::Factory, runtime};
 use crate::machine::Machine;
-use crate::pull::{pull, Session};
+use crate::pull::{pull, Outcome, Session};
+use crate::reboot::{self, RebootOutcome};
+use crate::stage::StageOptions;
 
 /// Options of `pull` and `update`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The OS release to pull for (default: the running one). Bypasses rollout waves, never signatures.
+    /// The OS release to go to (default: the newest one for this machine). Bypasses rollout
+    /// waves, never signatures.
     version: Option<Version>,
+    /// Leave this enabled extension out of a new OS generation, on purpose (repeatable).
+    #[arg(long = "drop-extension", value_name = "NAME")]
+    drop_extension: Vec<String>,
     /// Wait for another upd to finish instead of failing.
     #[arg(long)]
     wait: bool,
@@ -23,29 +29,84 @@ pub struct Args {
     unattended: bool,
 }
 
-/// Run it.
-pub fn run(m: Machine, a: &Args, timer: bool) -> anyhow::Result<u8> {
+/// Run it; `update` also applies the reboot strategy after staging a new OS.
+pub fn run(m: Machine, a: &Args, update: bool) -> anyhow::Result<u8> {
     let now = Utc::now();
     let mut s = Session::open(m, a.wait, true, now)?;
-    let factory = Factory::new(timer || a.unattended);
-    let report = runtime()?.block_on(pull(&mut s, a.version.as_ref(), &|| factory.make(), now))?;
-    if a.json {
-        print_json(&report)?;
-    } else if report.changed.is_empty() {
-        eprintln!("upd: up to date: release {}", report.release);
-    } else {
-        for (name, (from, to)) in &report.changed {
-            let f = from.as_deref().unwrap_or("-");
-            let t = to.as_deref().unwrap_or("-");
-            eprintln!("upd: {name}: {f} -> {t}");
+    let factory = Factory::new(update || a.unattended);
+    let opts = StageOptions {
+        drop_extensions: a.drop_extension.clone(),
+    };
+    let rt = runtime()?;
+    let outcome = rt.block_on(pull(
+        &mut s,
+        a.version.as_ref(),
+        &opts,
+        &|| factory.make(),
+        now,
+    ))?;
+    let reboot = match &outcome {
+        Outcome::Staged(r) => {
+            let why = format!(
+                "OS {} is staged on {} (generation {})",
+                r.release, r.slot, r.generation
+            );
+            if update {
+                Some(rt.block_on(reboot::after_stage(&s.machine, &why, now))?)
+            } else {
+                reboot::signal(&s.machine, &why)?;
+                Some(RebootOutcome::Signalled)
+            }
         }
-        eprintln!(
-            "upd: switched to the new set (downloaded {} bytes, resumed {})",
-            report.downloaded, report.resumed
-        );
+        Outcome::Extensions(_) => None,
+    };
+    if a.json {
+        print_json(&serde_json::json!({ "outcome": outcome, "reboot": reboot }))?;
+        return Ok(exit::OK);
     }
-    for p in &report.problems {
-        eprintln!("upd: warning: kept as is: {p}");
+    match &outcome {
+        Outcome::Staged(r) => {
+            let verb = if r.already_staged {
+                "already staged"
+            } else {
+                "staged"
+            };
+            eprintln!(
+                "upd: OS {} {verb} on {} as generation {} (downloaded {} bytes)",
+                r.release, r.slot, r.generation, r.downloaded
+            );
+            for (n, v) in &r.extensions {
+                eprintln!("upd:   {n} {v}");
+            }
+            for d in &r.dropped {
+                eprintln!("upd:   {d} DROPPED on request");
+            }
+            match reboot {
+                Some(RebootOutcome::Waiting { why }) => {
+                    eprintln!("upd: not rebooting yet: {why}")
+                }
+                Some(RebootOutcome::Rebooting) => eprintln!("upd: rebooting"),
+                _ => eprintln!("upd: reboot to switch (signalled in /run/reboot-required)"),
+            }
+        }
+        Outcome::Extensions(report) => {
+            if report.changed.is_empty() {
+                eprintln!("upd: up to date: release {}", report.release);
+            } else {
+                for (name, (from, to)) in &report.changed {
+                    let f = from.as_deref().unwrap_or("-");
+                    let t = to.as_deref().unwrap_or("-");
+                    eprintln!("upd: {name}: {f} -> {t}");
+                }
+                eprintln!(
+                    "upd: switched to the new set (downloaded {} bytes, resumed {})",
+                    report.downloaded, report.resumed
+                );
+            }
+            for p in &report.problems {
+                eprintln!("upd: warning: kept as is: {p}");
+            }
+        }
     }
     Ok(exit::OK)
 }

@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 use super::{exit, print_json};
+use crate::lifecycle;
 use crate::machine::Machine;
+use crate::slot::Slots;
 use crate::state::{Generation, State, SwitchJournal};
 
 /// Options of `status`.
@@ -24,6 +26,11 @@ struct Status {
     previous: Option<Generation>,
     unfinished_switch: Option<SwitchJournal>,
     links: std::collections::BTreeMap<String, String>,
+    booted_slot: Option<String>,
+    slots: Vec<crate::slot::SlotInfo>,
+    slot_error: Option<String>,
+    reboot_needed: Option<String>,
+    failed_releases: Vec<String>,
 }
 
 /// Run it (reads only; takes no lock).
@@ -45,6 +52,19 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         };
         links.insert(n.clone(), shown);
     }
+    let (mut booted_slot, mut slots, mut slot_error) = (None, Vec::new(), None);
+    if let Some(sl) = Slots::of(&m) {
+        match sl.both() {
+            Ok(b) => slots = b.to_vec(),
+            Err(e) => slot_error = Some(e.to_string()),
+        }
+        match sl.booted(&m) {
+            Ok(b) => booted_slot = Some(b),
+            Err(e) => slot_error = Some(e.to_string()),
+        }
+    }
+    let reboot_needed =
+        lifecycle::reboot_needed(&m, &state).unwrap_or_else(|e| Some(e.to_string()));
     let st = Status {
         os_version,
         channel: m.settings.channel.to_string(),
@@ -57,6 +77,11 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         previous: state.previous.clone(),
         unfinished_switch: state.journal.clone(),
         links,
+        booted_slot,
+        slots,
+        slot_error,
+        reboot_needed,
+        failed_releases: state.failed_releases.iter().cloned().collect(),
     };
     if a.json {
         return print_json(&st).map(|_| exit::OK);
@@ -69,6 +94,28 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
             .map(|s| s.to_string())
             .unwrap_or("-".into())
     );
+    if let Some(b) = &st.booted_slot {
+        println!("booted slot: {b}");
+    }
+    for sl in &st.slots {
+        println!(
+            "slot {}: partition {} priority {} tries {} successful {}",
+            sl.label, sl.index, sl.prio.priority, sl.prio.tries, sl.prio.successful
+        );
+    }
+    if let Some(e) = &st.slot_error {
+        println!("slots: {e}");
+    }
+    match &st.reboot_needed {
+        Some(why) => println!("reboot needed: yes: {why}"),
+        None => println!("reboot needed: no"),
+    }
+    if !st.failed_releases.is_empty() {
+        println!(
+            "failed releases (not retried): {}",
+            st.failed_releases.join(", ")
+        );
+    }
     for (label, g) in [
         ("active", &st.active),
         ("pending", &st.pending),
@@ -77,9 +124,13 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         match g {
             Some(g) => {
                 println!(
-                    "{label}: generation {} (OS {}, {})",
+                    "{label}: generation {} (OS {}{}, {})",
                     g.id,
                     g.os_version,
+                    g.slot
+                        .as_deref()
+                        .map(|s| format!(" on {s}"))
+                        .unwrap_or_default(),
                     g.created.format("%Y-%m-%d %H:%M UTC")
                 );
                 for (n, e) in &g.extensions {

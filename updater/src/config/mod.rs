@@ -128,6 +128,19 @@ pub struct Settings {
     pub sysext_bin: PathBuf,
     /// `WARINESS`: 0.0 (eager) to 1.0 (late) place in rollout waves (default 0.0).
     pub wariness: f64,
+    /// `DISK`: the disk holding the OS slots, a block device or a disk image file; a host path,
+    /// never re-rooted. None: OS (A/B) updates are off and only extensions update.
+    pub disk: Option<PathBuf>,
+    /// `SLOT_LABELS`: the GPT partition labels of the two OS slots (default `USR-A USR-B`).
+    pub slot_labels: [String; 2],
+    /// `KERNEL_CMDLINE`: where the kernel command line is read (default `/proc/cmdline`).
+    pub kernel_cmdline: PathBuf,
+    /// `BOOTED_SLOT`: the label of the slot that booted, overriding the kernel command line.
+    pub booted_slot: Option<String>,
+    /// `REBOOT_COMMAND`: the command the `immediate` strategy runs (default `systemctl reboot`).
+    pub reboot_command: Vec<String>,
+    /// `HEALTH_DIR`: executables that must all succeed before `upd mark-good` (default `/etc/upd/health.d`).
+    pub health_dir: PathBuf,
 }
 
 impl Default for Settings {
@@ -153,6 +166,12 @@ impl Default for Settings {
             retention: 2,
             sysext_bin: "/usr/bin/systemd-sysext".into(),
             wariness: 0.0,
+            disk: None,
+            slot_labels: ["USR-A".into(), "USR-B".into()],
+            kernel_cmdline: "/proc/cmdline".into(),
+            booted_slot: None,
+            reboot_command: vec!["systemctl".into(), "reboot".into()],
+            health_dir: "/etc/upd/health.d".into(),
         }
     }
 }
@@ -252,6 +271,16 @@ impl Settings {
             "RETENTION" => self.retention = val(e, d.retention, |v| values::int_in(v, 1, 32))?,
             "SYSEXT_BIN" => self.sysext_bin = val(e, d.sysext_bin, values::abs_path)?,
             "WARINESS" => self.wariness = val(e, d.wariness, values::fraction)?,
+            "DISK" => self.disk = opt(e, values::abs_path)?,
+            "SLOT_LABELS" => self.slot_labels = val(e, d.slot_labels, values::slot_labels)?,
+            "KERNEL_CMDLINE" => self.kernel_cmdline = val(e, d.kernel_cmdline, values::abs_path)?,
+            "BOOTED_SLOT" => self.booted_slot = (!v.is_empty()).then(|| v.to_string()),
+            "REBOOT_COMMAND" => {
+                self.reboot_command = val(e, d.reboot_command, |v| {
+                    Ok(v.split_whitespace().map(String::from).collect())
+                })?
+            }
+            "HEALTH_DIR" => self.health_dir = val(e, d.health_dir, values::abs_path)?,
             k => match k.strip_prefix("EXTENSION_").map(values::name) {
                 Some(Ok(name)) => match opt(e, values::extension_switch)?.flatten() {
                     Some(req) => _ = self.extensions.insert(name, req),

@@ -113,6 +113,17 @@ pub fn fraction(v: &str) -> Result<f64, String> {
         .ok_or_else(|| "a number from 0.0 to 1.0".into())
 }
 
+/// Two distinct GPT partition labels, space-separated (`USR-A USR-B`).
+pub fn slot_labels(v: &str) -> Result<[String; 2], String> {
+    let expected =
+        || "two different partition labels separated by a space, such as USR-A USR-B".to_string();
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    match parts[..] {
+        [a, b] if a != b && a.len() <= 36 && b.len() <= 36 => Ok([a.to_string(), b.to_string()]),
+        _ => Err(expected()),
+    }
+}
+
 /// A semver requirement for an extension (`*` for any version).
 pub fn requirement(v: &str) -> Result<VersionReq, String> {
     VersionReq::parse(v)

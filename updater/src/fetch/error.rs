@@ -52,6 +52,20 @@ pub enum FetchError {
         /// The declared size.
         limit: u64,
     },
+    /// An OS image larger than the slot it would be written to.
+    #[error(
+        "{url}: the OS image is {size} bytes, larger than the {capacity}-byte slot on {device}"
+    )]
+    SlotTooSmall {
+        /// The URL of the image.
+        url: String,
+        /// The disk holding the slot.
+        device: PathBuf,
+        /// The declared image size.
+        size: u64,
+        /// The slot's size.
+        capacity: u64,
+    },
     /// The manifest body exceeds the configured limit.
     #[error("GET {url}: manifest larger than the {limit} byte limit")]
     ManifestTooLarge {

@@ -9,7 +9,7 @@ use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 use ring::digest::{Context, SHA256};
 
-use super::writer::{sync_file, ChunkWriter};
+use super::writer::{sync_file, ChunkWriter, Place};
 use super::{FetchError, FetchOutcome, Fetcher, Progress};
 use crate::fsutil::{rename_durable, PathError};
 
@@ -28,6 +28,8 @@ pub fn partial_path(dest: &Path) -> PathBuf {
 /// The bytes held so far: their count and the SHA-256 state over exactly those bytes.
 struct Partial {
     path: PathBuf,
+    /// Writing into a slot: the byte offset of the slot on the disk at `path` (no file, no rename).
+    slot: Option<u64>,
     len: u64,
     ctx: Context,
 }
@@ -65,6 +67,7 @@ impl Partial {
             }
             Ok(Self {
                 path,
+                slot: None,
                 len: seen,
                 ctx,
             })
@@ -76,8 +79,19 @@ impl Partial {
     fn empty(path: PathBuf) -> Self {
         Self {
             path,
+            slot: None,
             len: 0,
             ctx: Context::new(&SHA256),
+        }
+    }
+
+    /// Remove what was written, if it is a partial file (a slot is simply overwritten next time).
+    fn discard(&self) -> Result<(), PathError> {
+        match self.slot {
+            Some(_) => Ok(()),
+            None => {
+                fs::remove_file(&self.path).map_err(|e| PathError::new("remove", &self.path, e))
+            }
         }
     }
 
@@ -94,6 +108,8 @@ pub(crate) struct Target<'a> {
     pub size: u64,
     pub sha256: [u8; 32],
     pub progress: &'a dyn Progress,
+    /// `Some(offset)`: `dest` is a disk and the bytes go to `offset..offset + size` of it.
+    pub slot: Option<u64>,
 }
 
 impl Fetcher {
@@ -117,13 +133,52 @@ impl Fetcher {
             size: expected_size,
             sha256: expected_sha256,
             progress,
+            slot: None,
         };
+        self.run_target(&t).await
+    }
+
+    /// Stream `url` into an OS slot: bytes `offset..offset + capacity` of the disk `device`,
+    /// hashing on the way and never writing past the declared size (refused up front when the
+    /// image is larger than the slot). Nothing is renamed: the caller verifies by reading back.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fetch_into_slot(
+        &self,
+        url: &str,
+        device: &Path,
+        offset: u64,
+        capacity: u64,
+        expected_size: u64,
+        expected_sha256: [u8; 32],
+        progress: &dyn Progress,
+    ) -> Result<FetchOutcome, FetchError> {
+        if expected_size > capacity {
+            return Err(FetchError::SlotTooSmall {
+                url: url.to_string(),
+                device: device.to_path_buf(),
+                size: expected_size,
+                capacity,
+            });
+        }
+        let t = Target {
+            url,
+            dest: device,
+            size: expected_size,
+            sha256: expected_sha256,
+            progress,
+            slot: Some(offset),
+        };
+        self.run_target(&t).await
+    }
+
+    async fn run_target(&self, t: &Target<'_>) -> Result<FetchOutcome, FetchError> {
+        let (dest, progress, expected_size) = (t.dest, t.progress, t.size);
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         progress.start(&name, expected_size);
-        let result = self.fetch_target_inner(&t, &name).await;
+        let result = self.fetch_target_inner(t, &name).await;
         progress.finish();
         result
     }
@@ -135,7 +190,13 @@ impl Fetcher {
     ) -> Result<FetchOutcome, FetchError> {
         let dir = t.dest.parent().unwrap_or(Path::new("/"));
         fs::create_dir_all(dir).map_err(|e| PathError::new("create directory", dir, e))?;
-        let mut part = Partial::load(partial_path(t.dest), t.size).await?;
+        let mut part = match t.slot {
+            None => Partial::load(partial_path(t.dest), t.size).await?,
+            Some(offset) => Partial {
+                slot: Some(offset),
+                ..Partial::empty(t.dest.to_path_buf())
+            },
+        };
         t.progress.advance(part.len);
         let mut downloaded = 0u64;
         let mut attempt = 0u32;
@@ -153,7 +214,7 @@ impl Fetcher {
         }
         let actual = part.ctx.clone().finish();
         if actual.as_ref() != t.sha256 {
-            fs::remove_file(&part.path).map_err(|e| PathError::new("remove", &part.path, e))?;
+            part.discard()?;
             return Err(FetchError::HashMismatch {
                 url: t.url.to_string(),
                 path: t.dest.to_path_buf(),
@@ -162,7 +223,9 @@ impl Fetcher {
             });
         }
         sync_file(&part.path).await?;
-        rename_durable(&part.path, t.dest)?;
+        if part.slot.is_none() {
+            rename_durable(&part.path, t.dest)?;
+        }
         // Bytes of an earlier run's partial that made it into the result (zero if the server restarted us).
         Ok(FetchOutcome {
             bytes_downloaded: downloaded,
@@ -204,7 +267,7 @@ impl Fetcher {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
             StatusCode::RANGE_NOT_SATISFIABLE if part.len > 0 => {
                 // The server holds fewer bytes than our partial: it is no prefix of this file, start over next time.
-                fs::remove_file(&part.path).map_err(|e| PathError::new("remove", &part.path, e))?;
+                part.discard()?;
                 part.reset();
                 return Err(FetchError::Status { url, status: 416 });
             }
@@ -231,7 +294,10 @@ impl Fetcher {
         {
             return Err(FetchError::TooLarge { url, limit: t.size });
         }
-        let writer = ChunkWriter::open(&part.path, part.len == 0).await?;
+        let writer = match part.slot {
+            None => ChunkWriter::open(&part.path, part.len == 0).await?,
+            Some(offset) => ChunkWriter::open_at(&part.path, Place::At(offset + part.len)).await?,
+        };
         let received = self.receive(&mut resp, t, part, &writer, downloaded).await;
         // Always drain the writer, so that the file holds exactly the bytes hashed into `part`.
         writer.close().await?;

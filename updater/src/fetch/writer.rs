@@ -1,7 +1,7 @@
 //! The disk side of a download: a blocking thread that appends received chunks with large writes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, Write};
+use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -17,6 +17,17 @@ const WRITEBACK_STEP: u64 = 16 << 20;
 /// Chunks in flight between the network and the disk: bounds memory whatever the file size.
 const QUEUE: usize = 16;
 
+/// Where a writer starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Place {
+    /// An empty file (created or truncated).
+    Truncate,
+    /// After the file's current end (created if missing).
+    Append,
+    /// At this byte of an existing file or device, overwriting.
+    At(u64),
+}
+
 /// Appends chunks to a partial file on a blocking thread while the network keeps receiving.
 pub(crate) struct ChunkWriter {
     tx: mpsc::Sender<Bytes>,
@@ -26,21 +37,39 @@ pub(crate) struct ChunkWriter {
 impl ChunkWriter {
     /// Open `path` for appending (truncating it first when `truncate`) and start the writer thread.
     pub(crate) async fn open(path: &Path, truncate: bool) -> Result<Self, PathError> {
+        let place = if truncate {
+            Place::Truncate
+        } else {
+            Place::Append
+        };
+        Self::open_at(path, place).await
+    }
+
+    /// Open `path` (which must exist) for writing at byte `offset`, e.g. inside an OS slot of a disk.
+    pub(crate) async fn open_at(path: &Path, place: Place) -> Result<Self, PathError> {
         let p = path.to_path_buf();
-        let file = tokio::task::spawn_blocking(move || {
-            OpenOptions::new()
-                .create(true)
-                .append(!truncate)
-                .write(true)
-                .truncate(truncate)
-                .open(&p)
-                .map_err(|e| PathError::new("open", &p, e))
+        let (file, start) = tokio::task::spawn_blocking(move || {
+            let err = |e| PathError::new("open", &p, e);
+            let mut o = OpenOptions::new();
+            o.write(true);
+            let mut file = match place {
+                Place::Truncate => o.create(true).truncate(true).open(&p).map_err(err)?,
+                Place::Append => o.create(true).append(true).open(&p).map_err(err)?,
+                Place::At(_) => o.open(&p).map_err(err)?,
+            };
+            let start = match place {
+                Place::At(off) => file
+                    .seek(SeekFrom::Start(off))
+                    .map_err(|e| PathError::new("seek", &p, e))?,
+                _ => file.metadata().map_err(err)?.len(),
+            };
+            Ok::<_, PathError>((file, start))
         })
         .await
         .expect("open task panicked")?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let p = path.to_path_buf();
-        let task = tokio::task::spawn_blocking(move || write_loop(file, rx, p));
+        let task = tokio::task::spawn_blocking(move || write_loop(file, start, rx, p));
         Ok(Self { tx, task })
     }
 
@@ -58,14 +87,15 @@ impl ChunkWriter {
 
 fn write_loop(
     mut file: File,
+    start: u64,
     mut rx: mpsc::Receiver<Bytes>,
     path: PathBuf,
 ) -> Result<(), PathError> {
     let err = |e| PathError::new("write", &path, e);
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batched = 0usize;
-    let mut kicked = file.metadata().map_err(err)?.len();
-    let mut written = kicked;
+    let mut kicked = start;
+    let mut written = start;
     while let Some(chunk) = rx.blocking_recv() {
         batched += chunk.len();
         batch.push(chunk);

@@ -141,6 +141,8 @@ pub enum Event {
     Switched,
     /// A link switch was undone.
     SwitchAborted,
+    /// The previous generation was made pending again by `upd rollback`.
+    RollbackStaged,
 }
 
 /// One line of history.

@@ -219,6 +219,30 @@ impl State {
         Ok(())
     }
 
+    /// Make the previous generation pending again (an OS rollback waiting for its reboot).
+    pub fn stage_rollback(&mut self, now: DateTime<Utc>) -> Result<Generation, TransitionError> {
+        const ACTION: &str = "roll back";
+        if self.journal.is_some() {
+            return Err(refuse(ACTION, "a link switch is unfinished"));
+        }
+        if let Some(p) = &self.pending {
+            return Err(refuse(
+                ACTION,
+                format!(
+                    "generation {} (OS {}) is pending; reboot into it or wait until it is dropped",
+                    p.id, p.os_version
+                ),
+            ));
+        }
+        let g = self
+            .previous
+            .clone()
+            .ok_or_else(|| refuse(ACTION, "there is no previous generation"))?;
+        self.push_history(now, Event::RollbackStaged, &g);
+        self.pending = Some(g.clone());
+        Ok(g)
+    }
+
     /// The pending generation failed to boot: remember its release as failed and drop it.
     pub fn fail_pending(&mut self, now: DateTime<Utc>) -> Result<Generation, TransitionError> {
         let g = self

@@ -1,0 +1,422 @@
+//! The two OS slots (USR-A / USR-B) on the configured disk: which one booted, their gptprio
+//! attributes, and reading a staged slot back (its bytes and its os-release).
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ring::digest::{Context, SHA256};
+use upd_channels::image;
+use upd_channels::osrelease::OsRelease;
+
+use crate::gpt::{self, GptError, Prio, Table};
+use crate::machine::Machine;
+
+/// Priority of the slot that should boot next; the other slot gets [`LOW`].
+pub const TOP: u8 = 2;
+/// Priority of the fallback slot.
+pub const LOW: u8 = 1;
+
+/// What can go wrong with the slots.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    /// `DISK` is not configured.
+    #[error(
+        "OS (A/B) updates need DISK= in the configuration: the disk holding the {0} partitions"
+    )]
+    NoDisk(String),
+    /// The partition table.
+    #[error(transparent)]
+    Gpt(#[from] GptError),
+    /// A slot label is not on the disk.
+    #[error("disk {disk} has no partition labelled {label} (partitions: {found})")]
+    NoSlot {
+        /// The disk.
+        disk: PathBuf,
+        /// The label looked for.
+        label: String,
+        /// Labels present.
+        found: String,
+    },
+    /// The booted slot cannot be told.
+    #[error("cannot tell which OS slot booted: {0}")]
+    Booted(String),
+    /// A process or file operation.
+    #[error("{what}: {why}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The bytes read back from the slot differ from the signed image.
+    #[error("slot {label} on {disk} reads back SHA-256 {actual}, the signed image is {expected}")]
+    ReadBack {
+        /// Slot label.
+        label: String,
+        /// The disk.
+        disk: PathBuf,
+        /// Expected digest, hex.
+        expected: String,
+        /// Digest read back, hex.
+        actual: String,
+    },
+    /// The slot's file system could not be read.
+    #[error("reading os-release from slot {label}: {source}")]
+    Image {
+        /// Slot label.
+        label: String,
+        /// The reader's error.
+        #[source]
+        source: image::ImageError,
+    },
+}
+
+fn io(what: impl Into<String>, why: impl ToString) -> SlotError {
+    SlotError::Io {
+        what: what.into(),
+        why: why.to_string(),
+    }
+}
+
+/// One slot as found on the disk now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SlotInfo {
+    /// Partition label.
+    pub label: String,
+    /// 1-based partition number.
+    pub index: u32,
+    /// Partition UUID, lower case.
+    pub part_uuid: String,
+    /// Byte offset on the disk.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// gptprio attributes.
+    pub prio: Prio,
+}
+
+/// The slots of one machine's disk.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    /// The disk (host path).
+    pub disk: PathBuf,
+    labels: [String; 2],
+}
+
+impl Slots {
+    /// The machine's slots, or `None` when `DISK` is not configured (extension-only machine).
+    pub fn of(m: &Machine) -> Option<Slots> {
+        m.settings.disk.as_ref().map(|d| Slots {
+            disk: d.clone(),
+            labels: m.settings.slot_labels.clone(),
+        })
+    }
+
+    /// The machine's slots, or an error naming the missing setting.
+    pub fn require(m: &Machine) -> Result<Slots, SlotError> {
+        Self::of(m).ok_or_else(|| SlotError::NoDisk(m.settings.slot_labels.join("/")))
+    }
+
+    /// Both slot labels.
+    pub fn labels(&self) -> &[String; 2] {
+        &self.labels
+    }
+
+    /// The other slot's label.
+    pub fn other(&self, label: &str) -> &str {
+        if self.labels[0] == label {
+            &self.labels[1]
+        } else {
+            &self.labels[0]
+        }
+    }
+
+    /// Read one slot from the partition table.
+    pub fn slot(&self, label: &str) -> Result<SlotInfo, SlotError> {
+        let table = Table::read(&self.disk)?;
+        self.slot_in(&table, label)
+    }
+
+    fn slot_in(&self, table: &Table, label: &str) -> Result<SlotInfo, SlotError> {
+        let p = table.by_label(label).ok_or_else(|| SlotError::NoSlot {
+            disk: self.disk.clone(),
+            label: label.to_string(),
+            found: table
+                .partitions
+                .iter()
+                .map(|p| p.label.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        Ok(SlotInfo {
+            label: label.to_string(),
+            index: p.index,
+            part_uuid: p.part_uuid.clone(),
+            offset: p.offset(table.sector_size),
+            size: p.size(table.sector_size),
+            prio: p.prio(),
+        })
+    }
+
+    /// Both slots, in label order.
+    pub fn both(&self) -> Result<[SlotInfo; 2], SlotError> {
+        let table = Table::read(&self.disk)?;
+        Ok([
+            self.slot_in(&table, &self.labels[0])?,
+            self.slot_in(&table, &self.labels[1])?,
+        ])
+    }
+
+    /// The slot that booted: `BOOTED_SLOT`, else `mount.usr=` / `usr=` of the kernel command line
+    /// (PARTUUID=, PARTLABEL=, or a /dev/disk/by-partuuid|by-partlabel path).
+    pub fn booted(&self, m: &Machine) -> Result<String, SlotError> {
+        if let Some(l) = &m.settings.booted_slot {
+            self.slot(l)?;
+            return Ok(l.clone());
+        }
+        let path = m.root.join(&m.settings.kernel_cmdline);
+        let text = fs::read_to_string(&path)
+            .map_err(|e| SlotError::Booted(format!("reading {}: {e}", path.display())))?;
+        let usr = usr_device(&text).ok_or_else(|| {
+            SlotError::Booted(format!(
+                "{} has no mount.usr= or usr= (set BOOTED_SLOT to override)",
+                path.display()
+            ))
+        })?;
+        let table = Table::read(&self.disk)?;
+        let part = match &usr {
+            UsrDevice::Uuid(u) => table.by_uuid(u),
+            UsrDevice::Label(l) => table.by_label(l),
+        }
+        .ok_or_else(|| {
+            SlotError::Booted(format!(
+                "the kernel booted /usr from {usr:?}, which is not a partition of {}",
+                self.disk.display()
+            ))
+        })?;
+        if !self.labels.contains(&part.label) {
+            return Err(SlotError::Booted(format!(
+                "the kernel booted /usr from partition {} ({}), not one of the slots {}",
+                part.index,
+                part.label,
+                self.labels.join("/")
+            )));
+        }
+        Ok(part.label.clone())
+    }
+
+    fn set(&self, label: &str, f: impl FnOnce(Prio) -> Prio) -> Result<(), SlotError> {
+        let table = Table::read(&self.disk)?;
+        let p = self.slot_in(&table, label)?;
+        let attrs = table
+            .partitions
+            .iter()
+            .find(|x| x.index == p.index)
+            .expect("slot_in found it")
+            .attributes;
+        let new = f(p.prio).apply(attrs);
+        if new != attrs {
+            gpt::write_attributes(&self.disk, p.index, new)?;
+        }
+        Ok(())
+    }
+
+    /// Make `label` unbootable (priority, tries and successful cleared) before it is overwritten.
+    pub fn disarm(&self, label: &str) -> Result<(), SlotError> {
+        self.set(label, |_| Prio {
+            priority: 0,
+            tries: 0,
+            successful: false,
+        })
+    }
+
+    /// Give a freshly staged slot the next boot with one try; the other slot stays the fallback.
+    pub fn arm(&self, label: &str) -> Result<(), SlotError> {
+        self.set(self.other(label), |p| Prio {
+            priority: p.priority.min(LOW),
+            ..p
+        })?;
+        self.set(label, |_| Prio {
+            priority: TOP,
+            tries: 1,
+            successful: false,
+        })
+    }
+
+    /// The booted slot proved good: successful, top priority; the other slot is the fallback.
+    pub fn mark_successful(&self, label: &str) -> Result<(), SlotError> {
+        self.set(label, |_| Prio {
+            priority: TOP,
+            tries: 0,
+            successful: true,
+        })?;
+        self.set(self.other(label), |p| Prio {
+            priority: p.priority.min(LOW),
+            ..p
+        })
+    }
+
+    /// Boot `label` next (a known-good slot: rollback, or sending a bad boot back).
+    pub fn prioritize(&self, label: &str) -> Result<(), SlotError> {
+        self.set(self.other(label), |p| Prio {
+            priority: p.priority.min(LOW),
+            ..p
+        })?;
+        self.set(label, |p| Prio { priority: TOP, ..p })
+    }
+
+    /// SHA-256 of the first `len` bytes of the slot, read from the disk after dropping its cache.
+    pub fn read_back(&self, slot: &SlotInfo, len: u64) -> Result<[u8; 32], SlotError> {
+        let what = || {
+            format!(
+                "reading back slot {} of {}",
+                slot.label,
+                self.disk.display()
+            )
+        };
+        let mut f = File::open(&self.disk).map_err(|e| io(what(), e))?;
+        // Drop cached pages, so the bytes come from the medium and not from what we just wrote.
+        // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+        unsafe {
+            libc::posix_fadvise(
+                f.as_raw_fd(),
+                slot.offset as i64,
+                len as i64,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(slot.offset))
+            .map_err(|e| io(what(), e))?;
+        let mut ctx = Context::new(&SHA256);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = f.read(&mut buf[..want]).map_err(|e| io(what(), e))?;
+            if n == 0 {
+                return Err(io(what(), "the disk ended early"));
+            }
+            ctx.update(&buf[..n]);
+            left -= n as u64;
+        }
+        Ok(ctx.finish().as_ref().try_into().expect("32 bytes"))
+    }
+
+    /// The os-release inside the slot, read through a read-only loop device over the slot's range.
+    pub fn os_release(&self, slot: &SlotInfo) -> Result<OsRelease, SlotError> {
+        let dev = LoopDevice::attach(&self.disk, slot.offset, slot.size)?;
+        image::read_os_release(&dev.path).map_err(|source| SlotError::Image {
+            label: slot.label.clone(),
+            source,
+        })
+    }
+}
+
+/// A read-only loop device over a byte range, detached on drop.
+struct LoopDevice {
+    path: PathBuf,
+}
+
+impl LoopDevice {
+    fn attach(disk: &Path, offset: u64, size: u64) -> Result<Self, SlotError> {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--read-only", "--offset"])
+            .arg(offset.to_string())
+            .arg("--sizelimit")
+            .arg(size.to_string())
+            .arg(disk)
+            .output()
+            .map_err(|e| io("running losetup", e))?;
+        if !out.status.success() {
+            return Err(io(
+                format!("attaching a loop device to {}", disk.display()),
+                String::from_utf8_lossy(&out.stderr).trim(),
+            ));
+        }
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        Ok(Self { path })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+/// The /usr device named on a kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsrDevice {
+    /// By partition UUID (lower case).
+    Uuid(String),
+    /// By partition label.
+    Label(String),
+}
+
+/// The last `mount.usr=` (else `usr=`) of a kernel command line, as a partition reference.
+pub fn usr_device(cmdline: &str) -> Option<UsrDevice> {
+    let pick = |key: &str| {
+        cmdline
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix(key))
+            .next_back()
+    };
+    let v = pick("mount.usr=").or_else(|| pick("usr="))?;
+    let v = v.trim_matches('"');
+    let uuid = |u: &str| Some(UsrDevice::Uuid(u.to_ascii_lowercase()));
+    let label = |l: &str| Some(UsrDevice::Label(l.to_string()));
+    if let Some(u) = v.strip_prefix("PARTUUID=") {
+        return uuid(u);
+    }
+    if let Some(l) = v.strip_prefix("PARTLABEL=") {
+        return label(l);
+    }
+    if let Some(u) = v.strip_prefix("/dev/disk/by-partuuid/") {
+        return uuid(u);
+    }
+    if let Some(l) = v.strip_prefix("/dev/disk/by-partlabel/") {
+        return label(l);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usr_device_from_cmdline() {
+        let u = "7130c94a-213a-4e5a-8e26-6cce9662f132";
+        let cases: [(&str, Option<UsrDevice>); 7] = [
+            (
+                "root=LABEL=ROOT mount.usr=PARTUUID=7130C94A-213A-4E5A-8E26-6CCE9662F132 ro",
+                Some(UsrDevice::Uuid(u.into())),
+            ),
+            (
+                "usr=PARTLABEL=USR-B quiet",
+                Some(UsrDevice::Label("USR-B".into())),
+            ),
+            (
+                "mount.usr=/dev/disk/by-partlabel/USR-A",
+                Some(UsrDevice::Label("USR-A".into())),
+            ),
+            (
+                &format!("mount.usr=/dev/disk/by-partuuid/{u}"),
+                Some(UsrDevice::Uuid(u.into())),
+            ),
+            // mount.usr= wins over usr=, and the last one counts, like the kernel's parser.
+            (
+                "mount.usr=PARTLABEL=USR-A usr=PARTLABEL=USR-B mount.usr=PARTLABEL=USR-B",
+                Some(UsrDevice::Label("USR-B".into())),
+            ),
+            ("mount.usr=/dev/sda3", None),
+            ("root=/dev/sda1 ro", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(usr_device(line), want, "{line}");
+        }
+    }
+}

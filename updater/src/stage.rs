@@ -1,0 +1,259 @@
+//! Staging an OS release: gate it on its extension builds, stream the OS image into the
+//! inactive slot, read it back, check the upcoming host from the slot itself, then record the
+//! pending generation and give the slot one try. The running OS and its links are not touched.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use upd_channels::manifest::{OsIdentity, Release};
+use upd_channels::osrelease::{native_architecture, HostIdentity};
+
+use crate::channel;
+use crate::failpoint;
+use crate::fetch::Progress;
+use crate::plan::{self, Plan};
+use crate::pull::{check_images, download, fetcher, store_file_name, wanted, PullError, Session};
+use crate::slot::Slots;
+use crate::state::{ExtImage, Generation, StateError};
+
+/// What the operator asked for besides the release.
+#[derive(Debug, Clone, Default)]
+pub struct StageOptions {
+    /// Enabled extensions to leave out of the new generation on purpose.
+    pub drop_extensions: Vec<String>,
+}
+
+/// What staging did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    /// The OS release staged.
+    pub release: String,
+    /// The slot it went to.
+    pub slot: String,
+    /// The pending generation's id.
+    pub generation: u64,
+    /// Extension name → version in the new generation.
+    pub extensions: BTreeMap<String, String>,
+    /// Extensions dropped on the operator's request.
+    pub dropped: Vec<String>,
+    /// Bytes received for the OS image and extensions.
+    pub downloaded: u64,
+    /// The release was already staged (the slot was re-armed if needed, nothing fetched).
+    pub already_staged: bool,
+}
+
+/// The plan for `release` on the host its manifest entry declares, with `drop` left out; refused
+/// (naming every blocking extension) unless every other enabled extension has a build that merges.
+pub fn gate(
+    s: &Session,
+    release: &Release,
+    drop: &[String],
+) -> Result<(Plan, HostIdentity), PullError> {
+    let m = &s.machine;
+    for d in drop {
+        if !m.settings.extension_enabled(d) {
+            return Err(PullError::NotEnabled(d.clone()));
+        }
+    }
+    let upcoming = release.os.identity.to_host();
+    let wanted: Vec<_> = wanted(m)
+        .into_iter()
+        .filter(|w| !drop.contains(&w.name))
+        .collect();
+    let plan = plan::plan(release, &upcoming, &wanted);
+    let blockers: Vec<String> = plan.blocked().filter_map(|c| c.problem.clone()).collect();
+    if !blockers.is_empty() {
+        return Err(PullError::Gated {
+            release: release.version.to_string(),
+            blockers,
+        });
+    }
+    Ok((plan, upcoming))
+}
+
+/// Stage `release` (another OS version than the running one) into the inactive slot.
+pub async fn stage(
+    s: &mut Session,
+    release: &Release,
+    opts: &StageOptions,
+    progress: &dyn Fn() -> Arc<dyn Progress>,
+    now: DateTime<Utc>,
+) -> Result<StageReport, PullError> {
+    let m = s.machine.clone();
+    let slots = Slots::require(&m)?;
+    let booted = slots.booted(&m)?;
+    let target = slots.other(&booted).to_string();
+    let mut report = StageReport {
+        release: release.version.to_string(),
+        slot: target.clone(),
+        generation: 0,
+        extensions: BTreeMap::new(),
+        dropped: opts.drop_extensions.clone(),
+        downloaded: 0,
+        already_staged: false,
+    };
+    if let Some(p) = s.state.pending.clone() {
+        if p.slot.as_deref() == Some(booted.as_str()) {
+            return Err(PullError::AwaitingMarkGood(p.os_version));
+        }
+        if p.os_version == report.release && p.slot.as_deref() == Some(target.as_str()) {
+            rearm(&slots, &target, release)?;
+            report.generation = p.id;
+            report.extensions = versions(&p);
+            report.already_staged = true;
+            return Ok(report);
+        }
+        tracing::info!(superseded = %p.os_version, by = %release.version, "dropping the pending generation");
+        if let Some(l) = &p.slot {
+            slots.disarm(l)?;
+        }
+        s.state.drop_pending(now).map_err(StateError::from)?;
+        s.state.save(&m.state_dir())?;
+    }
+    let (plan, _) = gate(s, release, &opts.drop_extensions)?;
+    // The target slot is about to be overwritten: no generation may point at it any more.
+    if let Some(a) = s.state.active.as_mut().filter(|a| a.slot.is_none()) {
+        a.slot = Some(booted.clone());
+    }
+    if s.state.previous.as_ref().and_then(|p| p.slot.as_deref()) == Some(target.as_str()) {
+        s.state.previous = None;
+    }
+    s.state.save(&m.state_dir())?;
+    slots.disarm(&target)?;
+    failpoint::hit("stage-disarmed");
+
+    let slot = slots.slot(&target)?;
+    let fetcher = fetcher(&m)?;
+    let server = channel::server(&m)?;
+    let os = &release.os.image;
+    let os_url = os.path.url_under(&server);
+    let os_progress = progress();
+    let mut ext_report = crate::pull::PullReport::empty(&report.release);
+    let (exts, os_fetch) = tokio::join!(
+        download(&m, &fetcher, &plan, progress, &mut ext_report),
+        fetcher.fetch_into_slot(
+            &os_url,
+            &slots.disk,
+            slot.offset,
+            slot.size,
+            os.size,
+            os.sha256.0,
+            os_progress.as_ref(),
+        )
+    );
+    let new_files = exts?;
+    let fetched = os_fetch?;
+    report.downloaded = fetched.bytes_downloaded + ext_report.downloaded;
+    failpoint::hit("stage-written");
+    if let Err(e) = check_staged(&slots, &target, release, &plan, &m) {
+        for f in new_files {
+            let _ = fs::remove_file(f);
+        }
+        return Err(e);
+    }
+
+    let id = s.state.next_generation_id();
+    let exts: BTreeMap<String, ExtImage> = plan
+        .chosen()
+        .map(|b| {
+            let img = ExtImage {
+                version: b.version.to_string(),
+                file: store_file_name(b),
+                sha256: b.image.sha256.to_hex(),
+            };
+            (b.name.to_string(), img)
+        })
+        .collect();
+    let gen = Generation {
+        id,
+        os_version: report.release.clone(),
+        slot: Some(target.clone()),
+        extensions: exts,
+        created: now,
+    };
+    report.generation = id;
+    report.extensions = versions(&gen);
+    s.state.set_pending(gen, now).map_err(StateError::from)?;
+    s.state.save(&m.state_dir())?;
+    failpoint::hit("stage-pending");
+    slots.arm(&target)?;
+    failpoint::hit("stage-armed");
+    tracing::info!(release = %release.version, slot = %target, "staged; reboot to switch");
+    Ok(report)
+}
+
+/// Read the slot back and check the upcoming host from inside it, then every chosen extension
+/// image against that host.
+fn check_staged(
+    slots: &Slots,
+    label: &str,
+    release: &Release,
+    plan: &Plan,
+    m: &crate::machine::Machine,
+) -> Result<(), PullError> {
+    let slot = slots.slot(label)?;
+    verify_slot(slots, label, release)?;
+    let osr = slots.os_release(&slot)?;
+    let bad = |why: String| PullError::Incompatible {
+        path: slots.disk.join(format!("[slot {label}]")),
+        why,
+    };
+    let inside = OsIdentity::from_release(&osr, native_architecture());
+    if inside != release.os.identity {
+        return Err(bad(format!(
+            "its os-release says {inside:?}, the signed manifest says {:?}",
+            release.os.identity
+        )));
+    }
+    let version = osr
+        .get_nonempty("IMAGE_VERSION")
+        .or(osr.get_nonempty("VERSION_ID"))
+        .unwrap_or_default();
+    if version != release.version.to_string() {
+        return Err(bad(format!(
+            "its os-release gives OS version '{version}', the signed manifest says {}",
+            release.version
+        )));
+    }
+    let upcoming = HostIdentity::from_os_release(&osr, native_architecture())
+        .map_err(|e| bad(e.to_string()))?;
+    check_images(m, plan, &upcoming)
+}
+
+/// The slot's first `size` bytes must hash to the signed image's SHA-256.
+fn verify_slot(slots: &Slots, label: &str, release: &Release) -> Result<(), PullError> {
+    let slot = slots.slot(label)?;
+    let os = &release.os.image;
+    let got = slots.read_back(&slot, os.size)?;
+    if got != os.sha256.0 {
+        return Err(crate::slot::SlotError::ReadBack {
+            label: label.to_string(),
+            disk: slots.disk.clone(),
+            expected: os.sha256.to_hex(),
+            actual: hex::encode(got),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A pending generation whose slot lost its boot priority (cut short between recording and
+/// arming): verify the slot again and arm it.
+fn rearm(slots: &Slots, label: &str, release: &Release) -> Result<(), PullError> {
+    if slots.slot(label)?.prio.priority > 0 {
+        return Ok(());
+    }
+    verify_slot(slots, label, release)?;
+    slots.arm(label)?;
+    Ok(())
+}
+
+fn versions(g: &Generation) -> BTreeMap<String, String> {
+    g.extensions
+        .iter()
+        .map(|(n, e)| (n.clone(), e.version.clone()))
+        .collect()
+}
