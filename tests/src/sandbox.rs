@@ -5,8 +5,9 @@
 //! holder drops every mount of the namespace at once, like a power cut: that is [`Machine::reboot`].
 //!
 //! Inside the namespace `ROOT/run` is a tmpfs too (volatile like a real /run) and `ROOT/usr` may be another
-//! tree or an image ([`Machine::reboot_into_usr`]). From the test process, see the machine as it sees
-//! itself through [`Machine::ns_root`] (`/proc/PID/root/ROOT`).
+//! tree or an image ([`Machine::reboot_into_usr`]), or an OS slot of a GPT [`Disk`] chosen by a simulated
+//! gptprio boot loader ([`Machine::boot_disk`]), with `ROOT/proc/cmdline` naming the slot booted. From the
+//! test process, see the machine as it sees itself through [`Machine::ns_root`] (`/proc/PID/root/ROOT`).
 //!
 //! systemd-sysext 252 ignores symlinks in its search paths when given `--root`, while upd links
 //! `/etc/extensions/NAME.raw` into its store. [`Machine::sysext_bin`] is a wrapper that, for the duration of
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use std::io::{BufRead, BufReader};
 
+use crate::disk::Disk;
 use crate::images::{populate_usr_dir, OsSpec};
 
 /// The real merger.
@@ -46,7 +48,19 @@ pub fn require_root() -> bool {
 pub struct Machine {
     dir: tempfile::TempDir,
     holder: Option<Child>,
-    usr_source: Option<PathBuf>,
+    usr_source: Option<UsrSource>,
+}
+
+/// What a boot mounts at ROOT/usr (besides the tree the machine was created with).
+enum UsrSource {
+    /// A directory (bind) or an image file (loop).
+    Path(PathBuf),
+    /// A byte range of a whole-disk block device: an OS slot.
+    Slot {
+        device: PathBuf,
+        offset: u64,
+        size: u64,
+    },
 }
 
 impl Machine {
@@ -163,9 +177,15 @@ impl Machine {
         self.run(&[&self.root().join("usr/bin").join(name).to_string_lossy()])
     }
 
-    /// The loop devices whose backing file lies in this machine's directory (its images, its USR image).
+    /// The loop devices whose backing file lies in this machine's directory (its images, its USR image),
+    /// and the one its booted OS slot is mounted from.
     pub fn loop_devices(&self) -> Vec<LoopDevice> {
-        loop_devices_under(self.dir.path())
+        let mut found = loop_devices_under(self.dir.path());
+        if let Some(UsrSource::Slot { device, .. }) = &self.usr_source {
+            let id = backing_id(device);
+            found.extend(all_loop_devices().into_iter().filter(|l| l.backing == id));
+        }
+        found
     }
 
     /// Power-cut and boot again with the same /usr: every mount (merge, /run) is gone.
@@ -176,8 +196,44 @@ impl Machine {
 
     /// Power-cut and boot with `usr` mounted read-only at ROOT/usr: a directory (bind) or an image file.
     pub fn reboot_into_usr(&mut self, usr: &Path) {
-        self.usr_source = Some(usr.to_path_buf());
-        self.reboot();
+        // Halt first: halt waits for the loop devices of the /usr it is leaving.
+        self.halt();
+        self.usr_source = Some(UsrSource::Path(usr.to_path_buf()));
+        let _ = fs::remove_file(self.root().join("proc/cmdline"));
+        self.boot();
+    }
+
+    /// Power-cut and boot OS slot `label` of `disk`: mounted read-only at ROOT/usr straight from the disk's
+    /// loop device at the slot's byte range, and `ROOT/proc/cmdline` saying `mount.usr=PARTUUID=<slot>` as
+    /// Flatcar's GRUB passes it. Panics if the slot holds no mountable filesystem (the boot would fail).
+    pub fn boot_slot(&mut self, disk: &Disk, label: &str) {
+        let slot = disk.slot(label);
+        self.halt();
+        let proc_dir = self.root().join("proc");
+        fs::create_dir_all(&proc_dir).expect("create ROOT/proc");
+        let cmdline = format!(
+            "BOOT_IMAGE=/flatcar/vmlinuz-{} mount.usr=PARTUUID={} mount.usrflags=ro root=LABEL=ROOT \
+             console=ttyS0\n",
+            label.trim_start_matches("USR-").to_lowercase(),
+            slot.part_uuid
+        );
+        fs::write(proc_dir.join("cmdline"), cmdline).expect("write ROOT/proc/cmdline");
+        self.usr_source = Some(UsrSource::Slot {
+            device: disk.device(),
+            offset: slot.offset,
+            size: slot.size,
+        });
+        self.boot();
+    }
+
+    /// Power-cut and boot whatever the disk's gptprio boot loader picks ([`Disk::boot_loader_choice`], which
+    /// consumes a try); return the slot label. Panics when no slot is bootable.
+    pub fn boot_disk(&mut self, disk: &Disk) -> String {
+        let label = disk
+            .boot_loader_choice()
+            .expect("the boot loader finds a bootable USR slot");
+        self.boot_slot(disk, &label);
+        label
     }
 
     fn boot(&mut self) {
@@ -185,14 +241,29 @@ impl Machine {
         let mut script =
             String::from("set -e; mount --make-rshared /; mount -t tmpfs tmpfs /run; ");
         script += &format!("mount -t tmpfs tmpfs '{}/run'; ", root.display());
-        if let Some(usr) = &self.usr_source {
-            let how = if usr.is_dir() { "--bind" } else { "-o loop" };
-            script += &format!(
-                "mount {how} '{}' '{}/usr'; mount -o remount,ro,bind '{}/usr'; ",
-                usr.display(),
-                root.display(),
-                root.display()
-            );
+        match &self.usr_source {
+            Some(UsrSource::Path(usr)) => {
+                let how = if usr.is_dir() { "--bind" } else { "-o loop" };
+                script += &format!(
+                    "mount {how} '{}' '{}/usr'; mount -o remount,ro,bind '{}/usr'; ",
+                    usr.display(),
+                    root.display(),
+                    root.display()
+                );
+            }
+            // A loop device over the slot's byte range, auto-cleared when the namespace dies.
+            Some(UsrSource::Slot {
+                device,
+                offset,
+                size,
+            }) => {
+                script += &format!(
+                    "mount -o ro,offset={offset},sizelimit={size} '{}' '{}/usr'; ",
+                    device.display(),
+                    root.display()
+                );
+            }
+            None => {}
         }
         // Stay alive while the test process lives (no orphaned namespaces if it is killed).
         script += &format!(
@@ -353,8 +424,18 @@ pub fn loop_devices_under(dir: &Path) -> Vec<LoopDevice> {
         .collect()
 }
 
-fn collect_file_ids(dir: &Path, ids: &mut std::collections::BTreeSet<String>) {
+/// The `[DEV]:INODE` of `path` as `losetup -a` prints a loop device's backing file (DEV at least 4 digits).
+pub fn backing_id(path: &Path) -> String {
+    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    id_of(&meta)
+}
+
+fn id_of(meta: &fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
+    format!("[{:04}]:{}", meta.dev(), meta.ino())
+}
+
+fn collect_file_ids(dir: &Path, ids: &mut std::collections::BTreeSet<String>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -365,7 +446,7 @@ fn collect_file_ids(dir: &Path, ids: &mut std::collections::BTreeSet<String>) {
         if meta.is_dir() {
             collect_file_ids(&entry.path(), ids);
         } else if meta.is_file() {
-            ids.insert(format!("[{}]:{}", meta.dev(), meta.ino()));
+            ids.insert(id_of(&meta));
         }
     }
 }
