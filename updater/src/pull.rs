@@ -275,13 +275,16 @@ pub enum Outcome {
     Staged(StageReport),
 }
 
-/// The OS release `upd pull` goes to: `version` if given (waves bypassed, never signatures),
-/// else the newest eligible one, else the running one.
+/// The OS release `upd pull` goes to: `version` if given (waves bypassed, never signatures; an
+/// older one only with `allow_downgrade`); else the safe release the publisher directs machines
+/// on a withdrawn release to; else the newest eligible one; else the running one.
 pub fn target_release<'a>(
     s: &Session,
     manifest: &'a Manifest,
     host: &Host,
     version: Option<&Version>,
+    allow_downgrade: bool,
+    now: DateTime<Utc>,
 ) -> Result<&'a Release, PullError> {
     if let Some(v) = version {
         let r = manifest
@@ -294,7 +297,7 @@ pub fn target_release<'a>(
         if r.withdrawn && *v != host.version {
             return Err(PullError::Withdrawn(v.clone()));
         }
-        if *v < host.version {
+        if *v < host.version && !allow_downgrade {
             return Err(PullError::Downgrade {
                 version: v.clone(),
                 running: host.version.clone(),
@@ -303,12 +306,11 @@ pub fn target_release<'a>(
         return Ok(r);
     }
     if Slots::of(&s.machine).is_some() {
-        let sel = select::select(
-            manifest,
-            &host.version,
-            &s.state.failed_releases,
-            |_| Ok(()),
-        );
+        if let Some(r) = select::redirect(manifest, &host.version) {
+            tracing::warn!(running = %host.version, to = %r.version, "the running release is withdrawn; the signed manifest directs this machine to a safe release");
+            return Ok(r);
+        }
+        let sel = select_for(&s.machine, &s.state, manifest, &host.version, now);
         for k in &sel.skipped {
             tracing::info!(release = %k.version, why = %k.why, "passed over");
         }
@@ -317,6 +319,87 @@ pub fn target_release<'a>(
         }
     }
     running_release(manifest, host)
+}
+
+/// [`select::select`] for this machine: its failed releases, rollout waves and wariness.
+pub fn select_for<'a>(
+    m: &Machine,
+    state: &State,
+    manifest: &'a Manifest,
+    running: &Version,
+    now: DateTime<Utc>,
+) -> select::Selection<'a> {
+    let id = m.machine_id();
+    let channel = manifest.channel.to_string();
+    let sel = select::select(manifest, running, &state.failed_releases, |r| {
+        select::wave_check(r, &id, &channel, m.settings.wariness, now)
+    });
+    record_selection(m, &sel, now);
+    sel
+}
+
+/// The file keeping the last selection, for `upd status`.
+pub const SELECTION_FILE: &str = "selection.json";
+
+/// The last selection as `upd status` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LastSelection {
+    /// When the channel was checked.
+    pub at: DateTime<Utc>,
+    /// The release chosen, if any.
+    pub target: Option<String>,
+    /// Newer releases passed over and why (waves say when this machine becomes eligible).
+    pub passed_over: Vec<select::Skipped>,
+}
+
+fn record_selection(m: &Machine, sel: &select::Selection<'_>, now: DateTime<Utc>) {
+    let rec = LastSelection {
+        at: now,
+        target: sel.target.map(|r| r.version.to_string()),
+        passed_over: sel.skipped.clone(),
+    };
+    let bytes = serde_json::to_vec_pretty(&rec).expect("plain struct");
+    let path = m.state_dir().join(SELECTION_FILE);
+    if let Err(e) = crate::fsutil::atomic_write(&path, &bytes, 0o644) {
+        tracing::warn!(error = %e, "could not record the selection");
+    }
+}
+
+/// The last selection recorded by `check`, `pull` or `update`.
+pub fn last_selection(m: &Machine) -> Option<LastSelection> {
+    serde_json::from_slice(&fs::read(m.state_dir().join(SELECTION_FILE)).ok()?).ok()
+}
+
+/// A pending generation (staged, not booted) of a release the publisher withdrew is dropped:
+/// its slot is made unbootable and the reboot signal removed. Returns the dropped version.
+pub fn drop_withdrawn(
+    s: &mut Session,
+    manifest: &Manifest,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, PullError> {
+    let Some(p) = s.state.pending.clone() else {
+        return Ok(None);
+    };
+    let withdrawn = p
+        .os_version
+        .parse::<Version>()
+        .ok()
+        .and_then(|v| manifest.release(&v))
+        .is_some_and(|r| r.withdrawn);
+    let Some(slots) = Slots::of(&s.machine).filter(|_| withdrawn) else {
+        return Ok(None);
+    };
+    if p.slot.as_deref() == Some(slots.booted(&s.machine)?.as_str()) {
+        return Ok(None); // already running it: the redirect, not a drop, moves it away
+    }
+    if let Some(l) = &p.slot {
+        slots.disarm(l)?;
+    }
+    s.state.drop_pending(now).map_err(StateError::from)?;
+    s.state.save(&s.machine.state_dir())?;
+    crate::reboot::clear_signal(&s.machine);
+    tracing::warn!(release = %p.os_version, "the staged release was withdrawn by the publisher; dropped it");
+    Ok(Some(p.os_version))
 }
 
 fn known(manifest: &Manifest) -> String {
@@ -338,7 +421,15 @@ pub async fn pull(
 ) -> Result<Outcome, PullError> {
     let fetched = s.check_channel(now).await?;
     let host = s.machine.host()?;
-    let release = target_release(s, &fetched.manifest, &host, version)?;
+    drop_withdrawn(s, &fetched.manifest, now)?;
+    let release = target_release(
+        s,
+        &fetched.manifest,
+        &host,
+        version,
+        opts.allow_downgrade,
+        now,
+    )?;
     if release.version != host.version {
         return Ok(Outcome::Staged(
             stage::stage(s, release, opts, progress, now).await?,

@@ -4,13 +4,15 @@
 use std::fs;
 use std::process::Command;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 
 use crate::config::RebootStrategy;
 use crate::fsutil::atomic_write;
 use crate::machine::Machine;
 use crate::pull::PullError;
+use crate::rebootlock::{EtcdLock, FleetLock, Outcome, RebootLockError};
+use crate::window::Window;
 
 /// The file kured and Debian's tools watch for "this machine needs a reboot".
 pub const REBOOT_REQUIRED: &str = "/run/reboot-required";
@@ -77,27 +79,148 @@ pub fn reboot_now(m: &Machine) -> Result<(), PullError> {
     Ok(())
 }
 
-/// Apply the configured strategy after staging; `why` says what boots next.
-pub async fn after_stage(
-    m: &Machine,
-    why: &str,
-    _now: DateTime<Utc>,
-) -> Result<RebootOutcome, PullError> {
-    signal(m, why)?;
-    match m.settings.reboot_strategy {
-        RebootStrategy::Off => Ok(RebootOutcome::Signalled),
-        RebootStrategy::Immediate => {
-            reboot_now(m)?;
-            Ok(RebootOutcome::Rebooting)
+/// Where the last reboot decision is kept, for `upd status`.
+pub const DECISION_FILE: &str = "reboot.json";
+
+/// The last reboot decision, as `upd status` shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Decision {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The strategy in force.
+    pub strategy: String,
+    /// What it decided, in words.
+    pub outcome: String,
+}
+
+/// Read the last decision, if any.
+pub fn last_decision(m: &Machine) -> Option<Decision> {
+    let bytes = fs::read(m.state_dir().join(DECISION_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn record(m: &Machine, outcome: &RebootOutcome, now: DateTime<Utc>) {
+    let text = match outcome {
+        RebootOutcome::Signalled => {
+            "signalled in /run/reboot-required; not rebooting (strategy off)".into()
         }
-        other => Ok(RebootOutcome::Waiting {
-            why: format!("strategy {other} is not wired yet"),
-        }),
+        RebootOutcome::Rebooting => "rebooting".into(),
+        RebootOutcome::Waiting { why } => format!("waiting: {why}"),
+    };
+    let d = Decision {
+        at: now,
+        strategy: m.settings.reboot_strategy.to_string(),
+        outcome: text,
+    };
+    let path = m.state_dir().join(DECISION_FILE);
+    let bytes = serde_json::to_vec_pretty(&d).expect("plain struct");
+    if let Err(e) = atomic_write(&path, &bytes, 0o644) {
+        tracing::warn!(error = %e, "could not record the reboot decision");
     }
 }
 
-/// After `upd mark-good` promoted a new OS: give back the fleet's reboot slot, if one was taken.
+/// Apply the configured strategy after staging; `why` says what boots next. The reboot-required
+/// file is always written; the machine reboots only when the strategy allows it now.
+pub async fn after_stage(
+    m: &Machine,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<RebootOutcome, PullError> {
+    signal(m, why)?;
+    let s = &m.settings;
+    let go = match s.reboot_strategy {
+        RebootStrategy::Off => {
+            record(m, &RebootOutcome::Signalled, now);
+            return Ok(RebootOutcome::Signalled);
+        }
+        RebootStrategy::Immediate => Ok(()),
+        RebootStrategy::Window => in_window(m, now),
+        RebootStrategy::FleetLock | RebootStrategy::EtcdLock => match acquire(m).await {
+            Ok(Outcome::Acquired) => Ok(()),
+            Ok(Outcome::Denied { reason }) => Err(format!(
+                "{} refused the reboot lock: {reason}",
+                s.reboot_strategy
+            )),
+            Err(e) => Err(format!("{}: {e}", s.reboot_strategy)),
+        },
+    };
+    let outcome = match go {
+        Ok(()) => {
+            record(m, &RebootOutcome::Rebooting, now);
+            reboot_now(m)?;
+            RebootOutcome::Rebooting
+        }
+        Err(why) => {
+            tracing::warn!(%why, "not rebooting now");
+            RebootOutcome::Waiting { why }
+        }
+    };
+    record(m, &outcome, now);
+    Ok(outcome)
+}
+
+/// Whether `now` is inside `REBOOT_WINDOW` (in the machine's local time zone).
+fn in_window(m: &Machine, now: DateTime<Utc>) -> Result<(), String> {
+    let spec = m
+        .settings
+        .reboot_window
+        .as_ref()
+        .ok_or("REBOOT_WINDOW is not set")?;
+    let w: Window = spec
+        .value
+        .parse()
+        .map_err(|e| format!("{}: REBOOT_WINDOW: {e}", spec.origin))?;
+    if w.contains_at(now, &Local) {
+        return Ok(());
+    }
+    let next = w.next_start_at(now, &Local).with_timezone(&Local);
+    Err(format!(
+        "outside the maintenance window '{}'; it opens next at {}",
+        spec.value,
+        next.format("%a %Y-%m-%d %H:%M %Z")
+    ))
+}
+
+async fn acquire(m: &Machine) -> Result<Outcome, RebootLockError> {
+    let s = &m.settings;
+    let id = m.machine_id();
+    match s.reboot_strategy {
+        RebootStrategy::FleetLock => {
+            let url = s
+                .fleet_lock_url
+                .clone()
+                .expect("checked when the config was loaded");
+            FleetLock::new(url, s.group.as_str(), &id).acquire().await
+        }
+        _ => {
+            EtcdLock::new(s.etcd_endpoints.clone(), s.group.as_str(), &id)
+                .with_slots(s.etcd_lock_slots)
+                .acquire()
+                .await
+        }
+    }
+}
+
+/// After a boot was marked good: clear the reboot signal and give back the fleet's reboot slot,
+/// if the strategy takes one (releasing a slot not held is harmless).
 pub async fn after_good(m: &Machine) -> Result<(), PullError> {
     clear_signal(m);
-    Ok(())
+    let s = &m.settings;
+    let id = m.machine_id();
+    let r = match s.reboot_strategy {
+        RebootStrategy::FleetLock => {
+            let url = s
+                .fleet_lock_url
+                .clone()
+                .expect("checked when the config was loaded");
+            FleetLock::new(url, s.group.as_str(), &id).release().await
+        }
+        RebootStrategy::EtcdLock => {
+            EtcdLock::new(s.etcd_endpoints.clone(), s.group.as_str(), &id)
+                .release()
+                .await
+        }
+        _ => return Ok(()),
+    };
+    r.map_err(|e| PullError::Reboot(format!("releasing the reboot lock: {e}")))
 }

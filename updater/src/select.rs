@@ -3,11 +3,13 @@
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
 use semver::Version;
 use upd_channels::manifest::{Manifest, Release};
+use upd_channels::rollout;
 
 /// A newer release passed over, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Skipped {
     /// The release.
     pub version: String,
@@ -75,11 +77,53 @@ pub fn select<'a>(
     }
 }
 
+/// Rollout eligibility of `release` for one machine at `now`: a paused rollout starts no one, and
+/// the machine's wave (its fleet position, moved later by `wariness`) must have been reached.
+pub fn wave_check(
+    release: &Release,
+    machine_id: &str,
+    channel: &str,
+    wariness: f64,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    if release.paused {
+        return Err("rollout paused by the publisher".into());
+    }
+    let Some(r) = &release.rollout else {
+        return Ok(());
+    };
+    let pos = rollout::effective_position(
+        rollout::fleet_position(machine_id, channel, &release.version),
+        wariness,
+    );
+    if rollout::eligible(Some(r), pos, now) {
+        return Ok(());
+    }
+    Err(match r.eligible_from(pos) {
+        Some(t) => format!(
+            "rollout wave: this machine (fleet position {:.1}%) becomes eligible at {}",
+            pos * 100.0,
+            t.format("%Y-%m-%d %H:%M UTC")
+        ),
+        None => format!(
+            "rollout wave: the schedule never reaches this machine's fleet position {:.1}%",
+            pos * 100.0
+        ),
+    })
+}
+
+/// The release the publisher directs machines on a withdrawn `running` release to, if any.
+pub fn redirect<'a>(manifest: &'a Manifest, running: &Version) -> Option<&'a Release> {
+    let r = manifest.release(running)?;
+    let to = r.redirect_to.as_ref().filter(|_| r.withdrawn)?;
+    manifest.release(to).filter(|t| !t.withdrawn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
     use upd_channels::manifest::{OsBuild, OsIdentity, Sha256, Target};
+    use upd_channels::manifest::{Rollout, RolloutStep};
     use upd_channels::name::{Name, RelPath};
 
     fn release(v: &str) -> Release {
@@ -167,5 +211,46 @@ mod tests {
         });
         assert_eq!(s.target.unwrap().version.to_string(), "2.0.0");
         assert_eq!(s.skipped[0].why, "not yet in this machine's wave");
+    }
+
+    #[test]
+    fn waves_pause_and_redirect() {
+        let now = Utc::now();
+        let mut r = release("2.0.0");
+        assert_eq!(wave_check(&r, "m1", "stable", 0.0, now), Ok(()));
+        r.paused = true;
+        assert!(wave_check(&r, "m1", "stable", 0.0, now)
+            .unwrap_err()
+            .contains("paused"));
+        r.paused = false;
+        r.rollout = Some(Rollout {
+            start: now - chrono::Duration::hours(1),
+            steps: vec![
+                RolloutStep {
+                    after_hours: 0.0,
+                    percent: 0.0,
+                },
+                RolloutStep {
+                    after_hours: 10.0,
+                    percent: 100.0,
+                },
+            ],
+        });
+        // After one hour of ten, about 10% of machines are in; over 1000 ids, some but not all.
+        let admitted = (0..1000)
+            .filter(|i| wave_check(&r, &format!("{i:032x}"), "stable", 0.0, now).is_ok())
+            .count();
+        assert!((50..200).contains(&admitted), "{admitted}");
+        let late = wave_check(&r, "m1", "stable", 1.0, now).unwrap_err();
+        assert!(late.contains("becomes eligible at"), "{late}");
+        // Redirect only from a withdrawn release, only to one that is not withdrawn.
+        let mut bad = release("2.0.0");
+        bad.redirect_to = Some("1.0.0".parse().unwrap());
+        let m = manifest(vec![release("1.0.0"), bad.clone()]);
+        assert_eq!(redirect(&m, &"2.0.0".parse().unwrap()), None);
+        bad.withdrawn = true;
+        let m = manifest(vec![release("1.0.0"), bad]);
+        let to = redirect(&m, &"2.0.0".parse().unwrap()).unwrap();
+        assert_eq!(to.version.to_string(), "1.0.0");
     }
 }

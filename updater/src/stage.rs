@@ -24,6 +24,8 @@ use crate::state::{ExtImage, Generation, StateError};
 pub struct StageOptions {
     /// Enabled extensions to leave out of the new generation on purpose.
     pub drop_extensions: Vec<String>,
+    /// Allow an explicitly named release older than the running one (still signed).
+    pub allow_downgrade: bool,
 }
 
 /// What staging did.

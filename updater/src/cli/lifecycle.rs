@@ -35,7 +35,7 @@ pub fn mark_good(m: Machine, a: &MarkGoodArgs) -> anyhow::Result<u8> {
     let mut code = exit::OK;
     let mut rebooted = None;
     match &result {
-        MarkGood::Promoted { .. } => {
+        MarkGood::Promoted { .. } | MarkGood::AlreadyGood => {
             runtime()?.block_on(reboot::after_good(&s.machine))?;
         }
         MarkGood::SentBack { os_version, .. } => {

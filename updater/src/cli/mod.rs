@@ -83,6 +83,8 @@ enum Command {
     Rollback(lifecycle::RollbackArgs),
     /// Enable or disable an extension.
     Ext(ext::Args),
+    /// Show or switch the channel this machine follows.
+    Channel(ext::ChannelArgs),
 }
 
 impl Cli {
@@ -124,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::MarkGood(a) => lifecycle::mark_good(m, a),
         Command::Rollback(a) => lifecycle::rollback(m, a),
         Command::Ext(a) => ext::run(m, a),
+        Command::Channel(a) => ext::channel(m, a),
     });
     match result {
         Ok(code) => ExitCode::from(code),

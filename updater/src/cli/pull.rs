@@ -18,6 +18,9 @@ pub struct Args {
     /// Leave this enabled extension out of a new OS generation, on purpose (repeatable).
     #[arg(long = "drop-extension", value_name = "NAME")]
     drop_extension: Vec<String>,
+    /// Allow VERSION to be older than the running OS (e.g. after switching channels); still signed.
+    #[arg(long, requires = "version")]
+    allow_downgrade: bool,
     /// Wait for another upd to finish instead of failing.
     #[arg(long)]
     wait: bool,
@@ -31,11 +34,19 @@ pub struct Args {
 
 /// Run it; `update` also applies the reboot strategy after staging a new OS.
 pub fn run(m: Machine, a: &Args, update: bool) -> anyhow::Result<u8> {
+    if update && a.unattended && !m.settings.update_jitter.is_zero() {
+        // Spread a fleet's checks: a per-machine delay that changes every day.
+        let day = Utc::now().timestamp().div_euclid(86_400) as u64;
+        let d = crate::window::jitter(&m.machine_id(), m.settings.update_jitter, day);
+        tracing::info!(delay = ?d, "waiting before checking (UPDATE_JITTER_SECS)");
+        std::thread::sleep(d);
+    }
     let now = Utc::now();
     let mut s = Session::open(m, a.wait, true, now)?;
     let factory = Factory::new(update || a.unattended);
     let opts = StageOptions {
         drop_extensions: a.drop_extension.clone(),
+        allow_downgrade: a.allow_downgrade,
     };
     let rt = runtime()?;
     let outcome = rt.block_on(pull(

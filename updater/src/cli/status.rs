@@ -31,6 +31,8 @@ struct Status {
     slot_error: Option<String>,
     reboot_needed: Option<String>,
     failed_releases: Vec<String>,
+    last_check: Option<crate::pull::LastSelection>,
+    last_reboot_decision: Option<crate::reboot::Decision>,
 }
 
 /// Run it (reads only; takes no lock).
@@ -82,6 +84,8 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         slot_error,
         reboot_needed,
         failed_releases: state.failed_releases.iter().cloned().collect(),
+        last_check: crate::pull::last_selection(&m),
+        last_reboot_decision: crate::reboot::last_decision(&m),
     };
     if a.json {
         return print_json(&st).map(|_| exit::OK);
@@ -109,6 +113,24 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
     match &st.reboot_needed {
         Some(why) => println!("reboot needed: yes: {why}"),
         None => println!("reboot needed: no"),
+    }
+    if let Some(d) = &st.last_reboot_decision {
+        println!(
+            "reboot strategy {}: {} ({})",
+            d.strategy,
+            d.outcome,
+            d.at.format("%Y-%m-%d %H:%M UTC")
+        );
+    }
+    if let Some(c) = &st.last_check {
+        let t = c.target.as_deref().unwrap_or("none newer");
+        println!(
+            "last check {}: target {t}",
+            c.at.format("%Y-%m-%d %H:%M UTC")
+        );
+        for k in &c.passed_over {
+            println!("  passed over {}: {}", k.version, k.why);
+        }
     }
     if !st.failed_releases.is_empty() {
         println!(

@@ -40,6 +40,24 @@ pub fn set_extension_enabled(
     Ok(after)
 }
 
+/// The machine path of the drop-in owned by `upd channel NAME`.
+pub const CHANNEL_DROPIN: &str = "/etc/upd/upd.conf.d/50-channel.conf";
+
+/// Follow channel `name` from now on by writing its drop-in atomically. Returns the settings the
+/// files now give, and whether a later file still overrides the channel (nothing is written then).
+pub fn set_channel(root: &Root, name: &Name) -> Result<(Settings, bool), ConfigError> {
+    let path = root.join(Path::new(CHANNEL_DROPIN));
+    let text = format!(
+        "# Written by `upd channel`; later drop-ins and upd.conf.d/5[1-9]* win.\nCHANNEL=\"{name}\"\n"
+    );
+    let after = settings_with(root, &path, &text)?;
+    if after.channel != *name {
+        return Ok((after, true));
+    }
+    fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
+    Ok((after, false))
+}
+
 fn render(lines: &[String]) -> String {
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     format!("{HEADER}{body}")

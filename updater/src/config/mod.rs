@@ -18,7 +18,7 @@ use std::time::Duration;
 use reqwest::Url;
 use semver::VersionReq;
 
-pub use dropin::{set_extension_enabled, EXTENSIONS_DROPIN};
+pub use dropin::{set_channel, set_extension_enabled, CHANNEL_DROPIN, EXTENSIONS_DROPIN};
 pub use raw::{Entry, Origin};
 pub use root::Root;
 pub use values::{Name, RebootStrategy};
@@ -139,6 +139,10 @@ pub struct Settings {
     pub booted_slot: Option<String>,
     /// `REBOOT_COMMAND`: the command the `immediate` strategy runs (default `systemctl reboot`).
     pub reboot_command: Vec<String>,
+    /// `ETCD_LOCK_SLOTS`: reboot slots of a group's semaphore when upd creates it (default 1).
+    pub etcd_lock_slots: u64,
+    /// `UPDATE_JITTER_SECS`: `update --unattended` waits a per-machine delay below this first (default 0).
+    pub update_jitter: Duration,
     /// `HEALTH_DIR`: executables that must all succeed before `upd mark-good` (default `/etc/upd/health.d`).
     pub health_dir: PathBuf,
 }
@@ -172,6 +176,8 @@ impl Default for Settings {
             booted_slot: None,
             reboot_command: vec!["systemctl".into(), "reboot".into()],
             health_dir: "/etc/upd/health.d".into(),
+            etcd_lock_slots: 1,
+            update_jitter: Duration::ZERO,
         }
     }
 }
@@ -279,6 +285,12 @@ impl Settings {
                 self.reboot_command = val(e, d.reboot_command, |v| {
                     Ok(v.split_whitespace().map(String::from).collect())
                 })?
+            }
+            "ETCD_LOCK_SLOTS" => {
+                self.etcd_lock_slots = val(e, d.etcd_lock_slots, |v| values::int_in(v, 1, 1000))?
+            }
+            "UPDATE_JITTER_SECS" => {
+                self.update_jitter = val(e, d.update_jitter, |v| values::seconds(v, 86400))?
             }
             "HEALTH_DIR" => self.health_dir = val(e, d.health_dir, values::abs_path)?,
             k => match k.strip_prefix("EXTENSION_").map(values::name) {
