@@ -1,6 +1,8 @@
 //! Fixtures for the end-to-end suites: sandbox roots, real images, keys, channels and servers built at test time.
 pub mod channel;
 pub mod disk;
+pub mod etcd;
 pub mod faultserver;
+pub mod fleetlock;
 pub mod images;
 pub mod sandbox;

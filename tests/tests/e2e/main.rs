@@ -3,5 +3,6 @@ mod disk; // the A/B disk rig itself on real loop devices: GPT slots (sgdisk and
 mod fetch; // the upd fetcher over real HTTP with injected faults: hash, size limit, resume, stall, retries, ETag
 mod publish; // upd-channel binary end to end: keygen, init, add-release from real images, sign, serve, verify; each tampered manifest refused
 mod pull; // the real upd binary on sandbox machines: pull, refusals, resume, SIGKILL at each switch step, lock, full disk
+mod rebootlock; // coordinated reboots: etcd-lock against a real etcd (airlock layout, 20 racing machines, dead holder) and FleetLock
 mod sysext; // real systemd-sysext 252 on sandbox machines: merge, silent skips, verify_merged, reboot, isolation
 mod units; // systemd units: systemd-analyze verify, ordering before systemd-sysext, timer
