@@ -27,7 +27,7 @@ use crate::image::ImageError;
 use crate::manifest::{Manifest, SchemaError, Sha256, Target};
 use crate::name::{Name, NameError, RelPath};
 
-pub use edit::{promote, set_paused, set_rollout, withdraw};
+pub use edit::{check_rollout, promote, set_barrier, set_paused, set_rollout, withdraw, Promoted};
 pub use release::{add_release, inspect_ext, inspect_os, Added, ExtSource};
 
 /// Prefix of every temporary file the publisher creates next to its destination.
@@ -159,6 +159,48 @@ pub enum RepoError {
         /// The version asked for.
         version: Version,
     },
+    /// A rollout schedule step is unusable.
+    #[error("rollout step {step} ({hours}:{percent}): {reason}")]
+    RolloutStep {
+        /// The step's position on the command line, from 1.
+        step: usize,
+        /// Its hours after the start.
+        hours: f64,
+        /// Its percentage of the fleet.
+        percent: f64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A withdrawn release cannot send its machines to the release asked for.
+    #[error("channel '{channel}': release {version}: redirect_to {to} {reason}")]
+    BadRedirect {
+        /// The channel.
+        channel: Name,
+        /// The release being withdrawn.
+        version: Version,
+        /// The release asked for as the safe one.
+        to: Version,
+        /// Why it is not a safe target.
+        reason: &'static str,
+    },
+    /// The target channel already has this version with other content.
+    #[error("channel '{channel}' already has release {version} with different content ({differs}); a published release never changes, publish a new version")]
+    PromoteConflict {
+        /// The release.
+        version: Version,
+        /// The target channel.
+        channel: Name,
+        /// What differs (target first, then source).
+        differs: String,
+    },
+    /// A file a release names is missing from the repository or differs from its entry.
+    #[error("{path}: {reason}")]
+    TargetMismatch {
+        /// The repository file.
+        path: PathBuf,
+        /// What is wrong (missing, size or hash differs).
+        reason: String,
+    },
     /// The edited draft breaks a manifest rule.
     #[error("the draft would be invalid: {0}")]
     Invalid(String),
@@ -275,6 +317,12 @@ impl Repo {
 
     /// The serial of the published manifest, read without verifying it (the publisher's own file).
     pub fn published_serial(&self, channel: &Name) -> Result<Option<u64>> {
+        Ok(self.published_manifest(channel)?.map(|m| m.serial))
+    }
+
+    /// The payload of the published manifest, read without verifying its signatures (the
+    /// publisher's own file; machines use [`crate::verify`]); `None` before the first `sign`.
+    pub fn published_manifest(&self, channel: &Name) -> Result<Option<Manifest>> {
         let path = self.manifest_file(channel);
         let bytes = match fs::read(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -291,7 +339,7 @@ impl Repo {
             .ok_or_else(|| bad("no payload".into()))?;
         let payload = STANDARD.decode(payload).map_err(|e| bad(e.to_string()))?;
         let m = Manifest::from_bytes(&payload).map_err(|e| bad(e.to_string()))?;
-        Ok(Some(m.serial))
+        Ok(Some(m))
     }
 
     /// Writes a channel's signed manifest atomically; returns its path.
@@ -333,6 +381,37 @@ impl Repo {
             size,
             sha256,
         })
+    }
+}
+
+impl Repo {
+    /// Checks that every image `release` names is in the repository with its size and SHA-256.
+    pub fn check_release_files(&self, release: &crate::manifest::Release) -> Result<()> {
+        let targets =
+            std::iter::once(&release.os.image).chain(release.extensions.iter().map(|e| &e.image));
+        for t in targets {
+            let path = t.path.under(&self.root);
+            if !path.is_file() {
+                return Err(RepoError::TargetMismatch {
+                    path,
+                    reason: format!(
+                        "missing from the repository (release {} names it)",
+                        release.version
+                    ),
+                });
+            }
+            let (size, sha256) = hash_file(&path)?;
+            if size != t.size || sha256 != t.sha256 {
+                return Err(RepoError::TargetMismatch {
+                    path,
+                    reason: format!(
+                        "is {size} bytes with sha256 {sha256}; release {} names {} bytes with sha256 {}",
+                        release.version, t.size, t.sha256
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

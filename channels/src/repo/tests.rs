@@ -12,7 +12,7 @@ fn target(path: &str, byte: u8) -> Target {
     }
 }
 
-fn release(version: &str, os_byte: u8, exts: &[(&str, &str)]) -> Release {
+pub(super) fn release(version: &str, os_byte: u8, exts: &[(&str, &str)]) -> Release {
     let v = Version::parse(version).unwrap();
     Release {
         os: OsBuild {
@@ -48,7 +48,7 @@ fn release(version: &str, os_byte: u8, exts: &[(&str, &str)]) -> Release {
     }
 }
 
-fn draft() -> Manifest {
+pub(super) fn draft() -> Manifest {
     let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     Manifest::new(Name::new("stable").unwrap(), now)
 }

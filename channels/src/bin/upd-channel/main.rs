@@ -1,6 +1,7 @@
 //! upd-channel: publish signed upd channels (keys, roots, releases, signatures, verification, serving).
 
 mod add_release;
+mod barrier;
 mod common;
 mod init;
 mod keygen;
@@ -10,6 +11,7 @@ mod rollout;
 mod rotate_root;
 mod serve;
 mod sign;
+mod status;
 mod verify;
 mod withdraw;
 
@@ -52,8 +54,12 @@ enum Command {
     Resume(pause::Args),
     /// Withdraw a release in a channel's draft, optionally redirecting to a safe release.
     Withdraw(withdraw::Args),
+    /// Make a release a barrier every machine passes through (or clear it) in a channel's draft.
+    Barrier(barrier::Args),
     /// Copy a release from one channel's signed manifest into another channel's draft.
     Promote(promote::Args),
+    /// Show a channel's releases: flags and the share of the fleet each rollout reaches now.
+    Status(status::Args),
 }
 
 fn main() -> ExitCode {
@@ -71,7 +77,9 @@ fn main() -> ExitCode {
         Command::Pause(a) => pause::run(a, true),
         Command::Resume(a) => pause::run(a, false),
         Command::Withdraw(a) => withdraw::run(a),
+        Command::Barrier(a) => barrier::run(a),
         Command::Promote(a) => promote::run(a),
+        Command::Status(a) => status::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

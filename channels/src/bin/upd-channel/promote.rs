@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use semver::Version;
 use upd_channels::name::Name;
-use upd_channels::repo::{promote, Repo};
+use upd_channels::repo::{promote, Promoted, Repo};
 use upd_channels::verify::{verify_manifest, Expect};
 
 use crate::common;
@@ -26,9 +26,13 @@ pub struct Args {
     /// The release.
     #[arg(long)]
     version: Version,
+    /// Also copy the source channel's wave schedule (by default the target sets its own).
+    #[arg(long)]
+    with_rollout: bool,
 }
 
-/// Verifies the source manifest as a machine would, copies the release, writes the draft.
+/// Verifies the source manifest as a machine would, copies the release, checks its images are
+/// in the repository, writes the target draft.
 pub fn run(args: Args) -> Result<()> {
     let repo = Repo::new(&args.repo);
     let now = Utc::now();
@@ -42,15 +46,31 @@ pub fn run(args: Args) -> Result<()> {
     };
     let from = verify_manifest(&bytes, &root, expect)
         .with_context(|| format!("{} refused", path.display()))?;
+    anyhow::ensure!(
+        args.from != args.to,
+        "--from and --to are both '{}'; promote copies between two channels",
+        args.from
+    );
     let mut draft = repo.load_draft(&args.to)?;
-    promote(&from, &mut draft, &args.version)?;
+    let outcome = promote(&from, &mut draft, &args.version, args.with_rollout)?;
+    let release = draft
+        .release(&args.version)
+        .expect("promote leaves the release in the draft");
+    // The images are shared repository files: make sure they are there before the target
+    // channel names them.
+    repo.check_release_files(release)?;
     let out = repo.save_draft(&draft)?;
+    let what = match outcome {
+        Promoted::Added => "promoted",
+        Promoted::AlreadyPresent => "already present with the same content,",
+    };
     println!(
-        "release {} promoted from '{}' to '{}'; wrote {}",
+        "release {} {what} from '{}' to '{}'; wrote {} (sign channel '{}' to publish)",
         args.version,
         args.from,
         args.to,
-        out.display()
+        out.display(),
+        args.to
     );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `upd-channel rollout`: a release's waves, from a start time, a growing share of the fleet.
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use upd_channels::manifest::{Rollout, RolloutStep};
 use upd_channels::repo::set_rollout;
 
@@ -12,12 +12,30 @@ use crate::common;
 pub struct Args {
     #[command(flatten)]
     release: common::ReleaseRef,
-    /// When the first wave starts (RFC 3339, e.g. 2026-03-01T08:00:00Z).
-    #[arg(long)]
-    start: DateTime<Utc>,
+    /// When the first wave starts: RFC 3339 (e.g. 2026-03-01T08:00:00Z) or `now`.
+    #[arg(long, value_parser = parse_start)]
+    start: Start,
     /// A wave, HOURS:PERCENT after the start (e.g. 0:1 24:10 72:100).
     #[arg(long = "step", required = true, num_args = 1.., value_parser = parse_step)]
     steps: Vec<RolloutStep>,
+}
+
+/// The `--start` value: a fixed instant, or the moment the command runs.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    At(DateTime<Utc>),
+    Now,
+}
+
+fn parse_start(s: &str) -> Result<Start, String> {
+    if s == "now" {
+        return Ok(Start::Now);
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| Start::At(t.with_timezone(&Utc)))
+        .map_err(|e| {
+            format!("'{s}' is neither `now` nor an RFC 3339 time like 2026-03-01T08:00:00Z ({e})")
+        })
 }
 
 fn parse_step(s: &str) -> Result<RolloutStep, String> {
@@ -37,8 +55,12 @@ fn parse_step(s: &str) -> Result<RolloutStep, String> {
 /// Sets the schedule in the draft (validated) and writes it.
 pub fn run(args: Args) -> Result<()> {
     let n = args.steps.len();
+    let start = match args.start {
+        Start::At(t) => t,
+        Start::Now => Utc::now(),
+    };
     let rollout = Rollout {
-        start: args.start,
+        start,
         steps: args.steps,
     };
     let r = &args.release;
@@ -49,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "release {}: rollout from {} in {n} step(s); wrote {}",
         r.version,
-        args.start,
+        start.to_rfc3339_opts(SecondsFormat::Secs, true),
         path.display()
     );
     Ok(())

@@ -130,17 +130,13 @@ pub fn run(args: Args) -> Result<()> {
             .iter()
             .map(|e| format!("{} {}", e.name, e.version))
             .collect();
-        let flags = [
-            (r.paused, " paused"),
-            (r.withdrawn, " withdrawn"),
-            (r.barrier, " barrier"),
-        ];
-        let flags: String = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
+        let flags = crate::status::flags(r);
         println!(
-            "  release {}{flags}: {} [{}]",
+            "  release {}{flags}: {} [{}]; {}",
             r.version,
             r.os.image.path,
-            exts.join(", ")
+            exts.join(", "),
+            crate::status::rollout_state(r, now)
         );
     }
     Ok(())
