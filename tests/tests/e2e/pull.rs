@@ -4,4 +4,4 @@
 mod faults; // cut download resumed, SIGKILL at each switch failpoint + reboot, wrong merge switched back, lock, full disk
 mod happy; // pull, check, second pull, gc; administrator images untouched; ext disable unmerges
 mod refusals; // corrupt, oversized, foreign or mislabelled images; tampered, replayed, expired, other-channel manifests; root rotation
-mod rig; // channel + fault server + sandbox machine, the real upd run inside it, snapshots
+pub(crate) mod rig; // channel + fault server + sandbox machine, the real upd run inside it, snapshots

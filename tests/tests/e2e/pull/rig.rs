@@ -19,7 +19,7 @@ pub(super) const OS_VERSION: &str = "1.0.0";
 pub(super) const MIB: u64 = 1 << 20;
 
 /// The `upd` binary of this build profile, built once if cargo test did not build it.
-pub(super) fn upd_bin() -> &'static Path {
+pub(crate) fn upd_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("test binary path");
@@ -202,7 +202,7 @@ pub(super) struct Snapshot {
 }
 
 /// Stdout then stderr, as text.
-pub(super) fn text_of(out: &Output) -> String {
+pub(crate) fn text_of(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -1,0 +1,229 @@
+//! The OS update cycle: stage, reboot, mark-good; a boot that never becomes good; rollback.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use upd_tests::disk::{USR_A, USR_B};
+use upd_tests::sandbox::require_root;
+
+use super::rig::{set, OsRig, V1, V2};
+
+fn set_a() -> BTreeMap<String, String> {
+    set(&[("hello", "1.0.0"), ("world", "1.0.0")])
+}
+
+fn set_b() -> BTreeMap<String, String> {
+    set(&[("hello", "2.0.0"), ("world", "2.0.0")])
+}
+
+/// Link name → target in ROOT/etc/extensions.
+fn links(rig: &OsRig) -> BTreeMap<String, String> {
+    fs::read_dir(rig.m.root().join("etc/extensions"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let t = fs::read_link(e.path()).unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                t.display().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn reboot_required(rig: &OsRig) -> bool {
+    rig.m.ns_root().join("run/reboot-required").exists()
+}
+
+/// Stage v2 and check that the running v1 is untouched; returns the rig.
+fn staged_v2(extra: &[&str]) -> OsRig {
+    let mut rig = OsRig::new(extra);
+    rig.add_v2();
+    let before = links(&rig);
+    let text = rig.upd_ok(&["check"], 100);
+    assert!(text.contains("OS update available: 2.0.0"), "{text}");
+    let text = rig.upd_ok(&["pull"], 0);
+    assert!(text.contains("OS 2.0.0 staged on USR-B"), "{text}");
+    // Issue test 1: before the reboot, v1 runs with set A merged and its links unchanged.
+    assert_eq!(rig.running_os(), V1);
+    assert_eq!(rig.versions(), set_a());
+    rig.programs_run(&set_a());
+    assert_eq!(links(&rig), before);
+    let st = rig.state();
+    assert_eq!(st["pending"]["os_version"], V2);
+    assert_eq!(st["pending"]["slot"], USR_B);
+    assert_eq!(st["active"]["os_version"], V1);
+    assert_eq!(
+        rig.prio(USR_B),
+        (2, 1, false),
+        "new slot: top priority, one try"
+    );
+    assert_eq!(rig.prio(USR_A), (1, 0, true), "running slot: the fallback");
+    assert!(reboot_required(&rig));
+    let status = rig.upd_ok(&["status"], 0);
+    assert!(
+        status.contains("reboot needed: yes: generation"),
+        "{status}"
+    );
+    rig
+}
+
+#[test]
+fn an_os_update_moves_the_os_and_its_extensions_together_across_a_reboot() {
+    if !require_root() {
+        return;
+    }
+    let mut rig = staged_v2(&[]);
+    // Issue test 2: the boot loader picks USR-B; upd boot links set B; the merge shows it.
+    assert_eq!(rig.reboot(), USR_B);
+    assert_eq!(rig.running_os(), V2);
+    assert_eq!(rig.versions(), set_b());
+    rig.programs_run(&set_b());
+    assert_eq!(rig.prio(USR_B), (2, 0, false), "the boot consumed the try");
+    // No other pull while the new OS waits to be marked good.
+    let text = rig.upd_ok(&["pull"], 1);
+    assert!(text.contains("not marked good yet"), "{text}");
+    rig.upd_ok(&["mark-good"], 0);
+    assert_eq!(
+        rig.prio(USR_B),
+        (2, 0, true),
+        "B successful with top priority"
+    );
+    assert_eq!(rig.prio(USR_A), (1, 0, true), "A lower");
+    let st = rig.state();
+    assert_eq!(st["active"]["os_version"], V2);
+    assert_eq!(st["previous"]["os_version"], V1);
+    assert!(st["pending"].is_null());
+    assert!(!reboot_required(&rig));
+    rig.disk.verify();
+    // Stays on B across further boots.
+    assert_eq!(rig.reboot(), USR_B);
+    assert_eq!(rig.versions(), set_b());
+    let text = rig.upd_ok(&["pull"], 0);
+    assert!(text.contains("up to date"), "{text}");
+}
+
+#[test]
+fn a_boot_that_never_becomes_good_falls_back_and_the_release_is_not_retried() {
+    if !require_root() {
+        return;
+    }
+    let mut rig = staged_v2(&[]);
+    assert_eq!(rig.reboot(), USR_B);
+    assert_eq!(rig.versions(), set_b());
+    // Issue test 3: no mark-good (the boot hung); the boot loader falls back to USR-A.
+    assert_eq!(rig.reboot(), USR_A);
+    assert_eq!(rig.running_os(), V1);
+    assert_eq!(rig.versions(), set_a());
+    rig.programs_run(&set_a());
+    let st = rig.state();
+    assert_eq!(st["failed_releases"], serde_json::json!([V2]));
+    assert!(st["pending"].is_null());
+    assert_eq!(st["active"]["os_version"], V1);
+    assert_eq!(rig.prio(USR_B).0, 0, "the failed slot is unbootable");
+    // The next update does not pick 2.0.0 again.
+    let text = rig.upd_ok(&["update"], 0);
+    assert!(text.contains("up to date"), "{text}");
+    assert!(rig.state()["pending"].is_null());
+    let text = rig.upd_ok(&["check"], 0);
+    assert!(text.contains("passed over 2.0.0: failed to boot"), "{text}");
+    // A newer release is taken again.
+    rig.ch.add_os_release("2.0.1", &super::rig::os("2.0.1"));
+    for n in ["hello", "world"] {
+        rig.ch
+            .add_extension("2.0.1", &super::rig::ext(n, "2.0.1", "2.0.1"));
+    }
+    rig.publish();
+    let text = rig.upd_ok(&["pull"], 0);
+    assert!(text.contains("OS 2.0.1 staged on USR-B"), "{text}");
+}
+
+#[test]
+fn failing_health_checks_send_the_new_os_back() {
+    if !require_root() {
+        return;
+    }
+    let mut rig = staged_v2(&[]);
+    assert_eq!(rig.reboot(), USR_B);
+    let hd = rig.m.root().join("etc/upd/health.d");
+    fs::create_dir_all(&hd).unwrap();
+    let check = hd.join("10-app");
+    fs::write(&check, "#!/bin/sh\necho app is down >&2\nexit 1\n").unwrap();
+    fs::set_permissions(&check, fs::Permissions::from_mode(0o755)).unwrap();
+    let text = rig.upd_ok(&["mark-good"], 6);
+    assert!(text.contains("app is down"), "{text}");
+    assert_eq!(rig.prio(USR_B), (0, 0, false));
+    assert_eq!(rig.prio(USR_A), (2, 0, true));
+    assert!(reboot_required(&rig));
+    assert_eq!(rig.state()["failed_releases"], serde_json::json!([V2]));
+    fs::remove_file(&check).unwrap();
+    assert_eq!(rig.reboot(), USR_A);
+    assert_eq!(rig.versions(), set_a());
+    rig.upd_ok(&["mark-good"], 0);
+    assert_eq!(rig.state()["active"]["os_version"], V1);
+}
+
+#[test]
+fn rollback_after_mark_good_brings_back_v1_with_set_a() {
+    if !require_root() {
+        return;
+    }
+    let mut rig = staged_v2(&[]);
+    assert_eq!(rig.reboot(), USR_B);
+    rig.upd_ok(&["mark-good"], 0);
+    // Issue test 6.
+    let text = rig.upd_ok(&["rollback"], 0);
+    assert!(text.contains("rollback staged"), "{text}");
+    assert_eq!(rig.prio(USR_A).0, 2);
+    assert_eq!(rig.prio(USR_B).0, 1);
+    assert!(reboot_required(&rig));
+    // Still v2 with set B until the reboot.
+    assert_eq!(rig.versions(), set_b());
+    assert_eq!(rig.reboot(), USR_A);
+    assert_eq!(rig.running_os(), V1);
+    assert_eq!(rig.versions(), set_a());
+    rig.programs_run(&set_a());
+    rig.upd_ok(&["mark-good"], 0);
+    let st = rig.state();
+    assert_eq!(st["active"]["os_version"], V1);
+    assert_eq!(st["previous"]["os_version"], V2);
+    assert!(st["failed_releases"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn rollback_without_a_previous_generation_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let rig = OsRig::new(&[]);
+    let before = (links(&rig), rig.state(), rig.prio(USR_A), rig.prio(USR_B));
+    let text = rig.upd_ok(&["rollback"], 1);
+    assert!(text.contains("cannot roll back"), "{text}");
+    assert_eq!(
+        (links(&rig), rig.state(), rig.prio(USR_A), rig.prio(USR_B)),
+        before
+    );
+}
+
+#[test]
+fn immediate_strategy_runs_the_reboot_command_and_off_only_signals() {
+    if !require_root() {
+        return;
+    }
+    let marker = tempfile::tempdir().unwrap();
+    let flag = marker.path().join("rebooted");
+    let cmd = format!("REBOOT_COMMAND=touch {}", flag.display());
+    let mut rig = OsRig::new(&["REBOOT_STRATEGY=immediate", &cmd]);
+    // Nothing to stage: no reboot, no signal.
+    rig.upd_ok(&["update"], 0);
+    assert!(!flag.exists());
+    assert!(!reboot_required(&rig));
+    rig.add_v2();
+    let text = rig.upd_ok(&["update"], 0);
+    assert!(text.contains("rebooting"), "{text}");
+    assert!(flag.exists(), "the reboot command ran");
+    assert!(reboot_required(&rig));
+    assert_eq!(rig.reboot(), USR_B);
+    assert_eq!(rig.versions(), set_b());
+}
