@@ -307,10 +307,14 @@ pub fn rollback(s: &mut Session, now: DateTime<Utc>) -> Result<Rollback, PullErr
             prev.os_version
         )));
     }
-    s.state
-        .stage_rollback(now)
-        .map_err(|e| PullError::NoRollback(e.to_string()))?;
-    s.state.save(&m.state_dir())?;
+    // A rollback cut short after recording it (pending is the previous generation) just goes on.
+    let resumed = s.state.pending.as_ref().is_some_and(|p| p.id == prev.id);
+    if !resumed {
+        s.state
+            .stage_rollback(now)
+            .map_err(|e| PullError::NoRollback(e.to_string()))?;
+        s.state.save(&m.state_dir())?;
+    }
     failpoint::hit("rollback-pending");
     slots.prioritize(&label)?;
     Ok(Rollback::OsStaged {

@@ -117,9 +117,6 @@ pub async fn stage(
     }
     let (plan, _) = gate(s, release, &opts.drop_extensions)?;
     // The target slot is about to be overwritten: no generation may point at it any more.
-    if let Some(a) = s.state.active.as_mut().filter(|a| a.slot.is_none()) {
-        a.slot = Some(booted.clone());
-    }
     if s.state.previous.as_ref().and_then(|p| p.slot.as_deref()) == Some(target.as_str()) {
         s.state.previous = None;
     }
@@ -178,6 +175,10 @@ pub async fn stage(
     };
     report.generation = id;
     report.extensions = versions(&gen);
+    // The running generation predates A/B tracking: it lives on the booted slot.
+    if let Some(a) = s.state.active.as_mut().filter(|a| a.slot.is_none()) {
+        a.slot = Some(booted.clone());
+    }
     s.state.set_pending(gen, now).map_err(StateError::from)?;
     s.state.save(&m.state_dir())?;
     failpoint::hit("stage-pending");
@@ -206,8 +207,9 @@ fn check_staged(
     let inside = OsIdentity::from_release(&osr, native_architecture());
     if inside != release.os.identity {
         return Err(bad(format!(
-            "its os-release says {inside:?}, the signed manifest says {:?}",
-            release.os.identity
+            "its os-release says {}, the signed manifest says {}",
+            describe(&inside),
+            describe(&release.os.identity)
         )));
     }
     let version = osr
@@ -251,6 +253,18 @@ fn rearm(slots: &Slots, label: &str, release: &Release) -> Result<(), PullError>
     verify_slot(slots, label, release)?;
     slots.arm(label)?;
     Ok(())
+}
+
+/// `ID=x VERSION_ID=y SYSEXT_LEVEL=z ARCHITECTURE=a`, as os-release spells them.
+fn describe(o: &OsIdentity) -> String {
+    let mut out = format!("ID={}", o.id);
+    if let Some(v) = &o.version_id {
+        out += &format!(" VERSION_ID={v}");
+    }
+    if let Some(l) = &o.sysext_level {
+        out += &format!(" SYSEXT_LEVEL={l}");
+    }
+    out + &format!(" ARCHITECTURE={}", o.architecture)
 }
 
 fn versions(g: &Generation) -> BTreeMap<String, String> {

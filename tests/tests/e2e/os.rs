@@ -2,4 +2,6 @@
 //! staging, simulated reboots through a gptprio boot loader, mark-good, fallback, rollback, kills.
 
 mod cycle; // issue tests 1, 2, 3, 6: stage v2 with set B, reboot, mark-good, failed boot falls back, rollback
+mod kills; // issue test 5: SIGKILL at every step of stage, boot, mark-good and rollback; the next boot merges one whole set
+mod refusals; // issue test 4: blocked extension, mislabelled extension, OS image that lies, too large or corrupted: nothing switches
 pub(crate) mod rig; // channel + disk + machine booted from a slot, the real upd run inside it

@@ -1,0 +1,146 @@
+//! Issue test 5: SIGKILL the real upd at each step of stage, boot, mark-good and rollback; the
+//! next `upd boot` plus the merge always yields one complete set that matches the booted OS.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+
+use upd_tests::disk::{USR_A, USR_B};
+use upd_tests::sandbox::require_root;
+
+use super::rig::{set, OsRig, V1, V2};
+use crate::pull::rig::text_of;
+
+/// Run upd with failpoint `fp` and insist that it died of SIGKILL there.
+fn killed(rig: &OsRig, args: &[&str], fp: &str) {
+    let out = rig.upd(args, &[("UPD_FAILPOINT", fp)]);
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "upd {args:?} was not killed at {fp}:\n{}",
+        text_of(&out)
+    );
+}
+
+/// The set that belongs to each OS.
+fn set_of(os: &str) -> BTreeMap<String, String> {
+    match os {
+        V1 => set(&[("hello", "1.0.0"), ("world", "1.0.0")]),
+        V2 => set(&[("hello", "2.0.0"), ("world", "2.0.0")]),
+        other => panic!("unexpected OS {other}"),
+    }
+}
+
+/// The merged set is exactly the one of the OS running, and its programs run.
+fn consistent(rig: &OsRig, fp: &str) {
+    let os = rig.running_os();
+    assert_eq!(rig.versions(), set_of(&os), "after a kill at {fp}, OS {os}");
+    rig.programs_run(&set_of(&os));
+}
+
+/// Kill `upd pull` of v2 at `fp`, power-cut, boot; then finish the update and mark it good.
+fn stage_killed_at(fp: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut rig = OsRig::new(&[]);
+    rig.add_v2();
+    killed(&rig, &["pull"], fp);
+    rig.reboot();
+    consistent(&rig, fp);
+    if rig.running_os() == V1 {
+        rig.upd_ok(&["pull"], 0);
+        assert_eq!(rig.reboot(), USR_B, "after a kill at {fp}");
+    }
+    consistent(&rig, fp);
+    rig.upd_ok(&["mark-good"], 0);
+    assert_eq!(rig.state()["active"]["os_version"], V2, "{fp}");
+    rig.disk.verify();
+}
+
+#[test]
+fn kill_after_the_slot_is_disarmed() {
+    stage_killed_at("stage-disarmed");
+}
+
+#[test]
+fn kill_after_the_os_image_is_written() {
+    stage_killed_at("stage-written");
+}
+
+#[test]
+fn kill_after_the_pending_generation_is_recorded() {
+    stage_killed_at("stage-pending");
+}
+
+#[test]
+fn kill_after_the_slot_is_armed() {
+    stage_killed_at("stage-armed");
+}
+
+#[test]
+fn kill_while_upd_boot_links_the_new_set() {
+    if !require_root() {
+        return;
+    }
+    // Killed between two links, then upd boot runs again in the same boot.
+    let mut rig = OsRig::new(&[]);
+    rig.add_v2();
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(rig.m.boot_disk(&rig.disk), USR_B);
+    killed(&rig, &["boot"], "boot-link");
+    rig.upd_ok(&["boot"], 0);
+    rig.merge();
+    consistent(&rig, "boot-link");
+    assert_eq!(rig.running_os(), V2);
+    // Killed between two links, then the power is cut: the boot loader falls back to v1.
+    let mut rig = OsRig::new(&[]);
+    rig.add_v2();
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(rig.m.boot_disk(&rig.disk), USR_B);
+    killed(&rig, &["boot"], "boot-link");
+    assert_eq!(rig.reboot(), USR_A);
+    consistent(&rig, "boot-link, then power cut");
+    assert_eq!(rig.running_os(), V1);
+}
+
+#[test]
+fn kill_during_mark_good() {
+    if !require_root() {
+        return;
+    }
+    for fp in ["markgood-slot", "markgood-promoted"] {
+        let mut rig = OsRig::new(&[]);
+        rig.add_v2();
+        rig.upd_ok(&["pull"], 0);
+        assert_eq!(rig.reboot(), USR_B);
+        killed(&rig, &["mark-good"], fp);
+        // The slot was marked successful before the kill: it boots again, with set B.
+        assert_eq!(rig.reboot(), USR_B, "{fp}");
+        consistent(&rig, fp);
+        rig.upd_ok(&["mark-good"], 0);
+        let st = rig.state();
+        assert_eq!(st["active"]["os_version"], V2, "{fp}");
+        assert_eq!(st["previous"]["os_version"], V1, "{fp}");
+    }
+}
+
+#[test]
+fn kill_during_rollback() {
+    if !require_root() {
+        return;
+    }
+    let mut rig = OsRig::new(&[]);
+    rig.add_v2();
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(rig.reboot(), USR_B);
+    rig.upd_ok(&["mark-good"], 0);
+    killed(&rig, &["rollback"], "rollback-pending");
+    // Recorded but the slot not prioritized yet: v2 boots again, with set B.
+    assert_eq!(rig.reboot(), USR_B);
+    consistent(&rig, "rollback-pending");
+    // Running rollback again goes on from where it stopped.
+    rig.upd_ok(&["rollback"], 0);
+    assert_eq!(rig.reboot(), USR_A);
+    consistent(&rig, "rollback-pending, resumed");
+    assert_eq!(rig.running_os(), V1);
+}
