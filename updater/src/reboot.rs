@@ -184,6 +184,15 @@ fn in_window(m: &Machine, now: DateTime<Utc>) -> Result<(), String> {
 async fn acquire(m: &Machine) -> Result<Outcome, RebootLockError> {
     let s = &m.settings;
     let id = m.machine_id();
+    if id.is_empty() {
+        // Machines without an id would all share one holder name and defeat the semaphore.
+        return Ok(Outcome::Denied {
+            reason: format!(
+                "this machine has no machine id ({} is missing or empty)",
+                s.machine_id_path.display()
+            ),
+        });
+    }
     match s.reboot_strategy {
         RebootStrategy::FleetLock => {
             let url = s
