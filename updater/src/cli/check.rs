@@ -92,7 +92,7 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         .filter(|r| !r.withdrawn && r.version > host.version)
         .map(|r| r.version.to_string())
         .next_back();
-    let (os_update, passed_over) = os_update(&s, manifest, &host);
+    let (os_update, passed_over) = os_update(&s, manifest, &host, now);
     // Only what `pull` can apply counts: extension builds for the running OS, or an OS release
     // that is not blocked and not staged yet.
     let update_available = p.differs_from(&current)
@@ -166,16 +166,13 @@ fn os_update(
     s: &Session,
     manifest: &upd_channels::manifest::Manifest,
     host: &crate::machine::Host,
+    now: chrono::DateTime<Utc>,
 ) -> (Option<OsUpdate>, Vec<crate::select::Skipped>) {
     if crate::slot::Slots::of(&s.machine).is_none() {
         return (None, Vec::new());
     }
-    let sel = crate::select::select(
-        manifest,
-        &host.version,
-        &s.state.failed_releases,
-        |_| Ok(()),
-    );
+    // The same selection as `pull` (waves, wariness, pause), recorded for `upd status`.
+    let sel = crate::pull::select_for(&s.machine, &s.state, manifest, &host.version, now);
     let Some(r) = sel.target else {
         return (None, sel.skipped);
     };
