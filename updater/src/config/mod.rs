@@ -290,7 +290,11 @@ impl Settings {
                 self.etcd_lock_slots = val(e, d.etcd_lock_slots, |v| values::int_in(v, 1, 1000))?
             }
             "UPDATE_JITTER_SECS" => {
-                self.update_jitter = val(e, d.update_jitter, |v| values::seconds(v, 86400))?
+                self.update_jitter = val(e, d.update_jitter, |v| {
+                    values::int_in(v, 0u64, 86400)
+                        .map(Duration::from_secs)
+                        .map_err(|x| format!("{x} (seconds, 0 for none)"))
+                })?
             }
             "HEALTH_DIR" => self.health_dir = val(e, d.health_dir, values::abs_path)?,
             k => match k.strip_prefix("EXTENSION_").map(values::name) {
