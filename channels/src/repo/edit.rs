@@ -58,14 +58,14 @@ pub fn check_rollout(rollout: &Rollout) -> Result<()> {
         }
         if s.after_hours < hours {
             let reason = format!(
-                "{} hours is earlier than the previous step's {hours}; steps must grow in time",
+                "{} hours is earlier than the previous step's {hours}: rollout steps must grow in time and share",
                 s.after_hours
             );
             return Err(bad(i, reason));
         }
         if s.percent < percent {
             let reason = format!(
-                "{}% is less than the previous step's {percent}%; steps must grow in share",
+                "{}% is less than the previous step's {percent}%: rollout steps must grow in time and share",
                 s.percent
             );
             return Err(bad(i, reason));
