@@ -44,6 +44,8 @@ struct OsUpdate {
     /// Enabled extensions without a build that merges on it (the release is not staged until
     /// they have one, or are dropped with --drop-extension).
     blocked_by: Vec<String>,
+    /// The extension builds that would be staged with it.
+    extensions: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -181,15 +183,21 @@ fn os_update(
         .pending
         .as_ref()
         .is_some_and(|p| p.os_version == r.version.to_string());
-    let blocked_by = match crate::stage::gate(s, r, &[]) {
-        Ok(_) => Vec::new(),
-        Err(crate::pull::PullError::Gated { blockers, .. }) => blockers,
-        Err(e) => vec![e.to_string()],
+    let (blocked_by, extensions) = match crate::stage::gate(s, r, &[]) {
+        Ok((plan, _)) => (
+            Vec::new(),
+            plan.chosen()
+                .map(|b| (b.name.to_string(), b.version.to_string()))
+                .collect(),
+        ),
+        Err(crate::pull::PullError::Gated { blockers, .. }) => (blockers, Default::default()),
+        Err(e) => (vec![e.to_string()], Default::default()),
     };
     let o = OsUpdate {
         version: r.version.to_string(),
         staged,
         blocked_by,
+        extensions,
     };
     (Some(o), sel.skipped)
 }

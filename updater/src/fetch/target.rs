@@ -173,8 +173,13 @@ impl Fetcher {
 
     async fn run_target(&self, t: &Target<'_>) -> Result<FetchOutcome, FetchError> {
         let (dest, progress, expected_size) = (t.dest, t.progress, t.size);
-        let name = dest
-            .file_name()
+        // A slot is written on the disk device: name the image after its URL instead.
+        let named = match t.slot {
+            Some(_) => Some(Path::new(t.url.rsplit('/').next().unwrap_or(t.url))),
+            None => Some(dest),
+        };
+        let name = named
+            .and_then(Path::file_name)
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         progress.start(&name, expected_size);
