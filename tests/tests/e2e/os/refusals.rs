@@ -100,7 +100,11 @@ fn an_extension_image_that_says_another_version_id_than_its_manifest_entry_is_re
         .unwrap();
     w.release.version_id = Some(V2.into());
     rig.publish();
-    refused(&mut rig, 5, "is built for VERSION_ID 1.0.0, the host has 2.0.0");
+    refused(
+        &mut rig,
+        5,
+        "is built for VERSION_ID 1.0.0, the host has 2.0.0",
+    );
     assert_eq!(rig.prio(USR_B).0, 0, "the written slot stays unbootable");
 }
 
