@@ -181,32 +181,57 @@ fn in_window(m: &Machine, now: DateTime<Utc>) -> Result<(), String> {
     ))
 }
 
+/// The fleet's reboot lock of the configured strategy, for this machine.
+enum Lock {
+    Fleet(FleetLock),
+    Etcd(EtcdLock),
+}
+
+impl Lock {
+    /// `None` for strategies that take no lock.
+    fn of(m: &Machine) -> Option<Lock> {
+        let s = &m.settings;
+        let (group, id) = (s.group.as_str(), m.machine_id());
+        match s.reboot_strategy {
+            RebootStrategy::FleetLock => s
+                .fleet_lock_url
+                .clone()
+                .map(|url| Lock::Fleet(FleetLock::new(url, group, &id))),
+            RebootStrategy::EtcdLock => Some(Lock::Etcd(
+                EtcdLock::new(s.etcd_endpoints.clone(), group, &id).with_slots(s.etcd_lock_slots),
+            )),
+            _ => None,
+        }
+    }
+
+    async fn acquire(&self) -> Result<Outcome, RebootLockError> {
+        match self {
+            Lock::Fleet(l) => l.acquire().await,
+            Lock::Etcd(l) => l.acquire().await,
+        }
+    }
+
+    async fn release(&self) -> Result<(), RebootLockError> {
+        match self {
+            Lock::Fleet(l) => l.release().await,
+            Lock::Etcd(l) => l.release().await,
+        }
+    }
+}
+
 async fn acquire(m: &Machine) -> Result<Outcome, RebootLockError> {
-    let s = &m.settings;
-    let id = m.machine_id();
-    if id.is_empty() {
+    if m.machine_id().is_empty() {
         // Machines without an id would all share one holder name and defeat the semaphore.
         return Ok(Outcome::Denied {
             reason: format!(
                 "this machine has no machine id ({} is missing or empty)",
-                s.machine_id_path.display()
+                m.settings.machine_id_path.display()
             ),
         });
     }
-    match s.reboot_strategy {
-        RebootStrategy::FleetLock => {
-            let url = s
-                .fleet_lock_url
-                .clone()
-                .expect("checked when the config was loaded");
-            FleetLock::new(url, s.group.as_str(), &id).acquire().await
-        }
-        _ => {
-            EtcdLock::new(s.etcd_endpoints.clone(), s.group.as_str(), &id)
-                .with_slots(s.etcd_lock_slots)
-                .acquire()
-                .await
-        }
+    match Lock::of(m) {
+        Some(l) => l.acquire().await,
+        None => Ok(Outcome::Acquired),
     }
 }
 
@@ -214,22 +239,10 @@ async fn acquire(m: &Machine) -> Result<Outcome, RebootLockError> {
 /// if the strategy takes one (releasing a slot not held is harmless).
 pub async fn after_good(m: &Machine) -> Result<(), PullError> {
     clear_signal(m);
-    let s = &m.settings;
-    let id = m.machine_id();
-    let r = match s.reboot_strategy {
-        RebootStrategy::FleetLock => {
-            let url = s
-                .fleet_lock_url
-                .clone()
-                .expect("checked when the config was loaded");
-            FleetLock::new(url, s.group.as_str(), &id).release().await
-        }
-        RebootStrategy::EtcdLock => {
-            EtcdLock::new(s.etcd_endpoints.clone(), s.group.as_str(), &id)
-                .release()
-                .await
-        }
-        _ => return Ok(()),
+    let Some(lock) = Lock::of(m) else {
+        return Ok(());
     };
-    r.map_err(|e| PullError::Reboot(format!("releasing the reboot lock: {e}")))
+    lock.release()
+        .await
+        .map_err(|e| PullError::Reboot(format!("releasing the reboot lock: {e}")))
 }
