@@ -20,5 +20,6 @@ pub mod stage;
 pub mod state;
 pub mod switch;
 pub mod sysext;
+pub mod target;
 pub mod trust;
 pub mod window;

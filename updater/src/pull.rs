@@ -1,6 +1,8 @@
 //! `upd pull` for the running OS: check the channel, fetch the chosen extension builds, check them
 //! from inside the images against the running host, then switch.
 
+mod error;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
@@ -12,114 +14,20 @@ use upd_channels::compat;
 use upd_channels::image;
 use upd_channels::manifest::{ExtBuild, ExtIdentity, Manifest, Release};
 
-use crate::channel::{self, ChannelError};
+use crate::channel;
 use crate::fetch::{ensure_free_space, FetchConfig, FetchError, FetchItem, Fetcher, Progress};
 use crate::fsutil::{sweep_tmp, PathError};
-use crate::lock::{LockError, ProcessLock};
-use crate::machine::{Host, Machine, MachineError};
+use crate::lock::ProcessLock;
+use crate::machine::{Host, Machine};
 use crate::plan::{self, Plan, Wanted};
-use crate::select;
 use crate::slot::Slots;
 use crate::stage::{self, StageOptions, StageReport};
-use crate::state::{ExtImage, Generation, LinkSet, State, StateError};
-use crate::switch::{self, Reconciled, SwitchError};
+use crate::state::{ExtImage, Generation, LinkSet, State};
+use crate::switch::{self, Reconciled};
+use crate::target;
 use upd_channels::osrelease::HostIdentity;
 
-/// Why a pull or check stopped; the machine is left as it was (or on the complete new set).
-#[derive(Debug, thiserror::Error)]
-pub enum PullError {
-    /// Another upd holds the lock.
-    #[error(transparent)]
-    Lock(#[from] LockError),
-    /// State file.
-    #[error(transparent)]
-    State(#[from] StateError),
-    /// The machine (os-release, links).
-    #[error(transparent)]
-    Machine(#[from] MachineError),
-    /// Channel, root or manifest.
-    #[error(transparent)]
-    Channel(#[from] ChannelError),
-    /// Downloads.
-    #[error(transparent)]
-    Fetch(#[from] FetchError),
-    /// Several downloads failed.
-    #[error("{} download(s) failed: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-    Fetches(Vec<FetchError>),
-    /// The running OS is not a release of the channel.
-    #[error(
-        "the running OS {version} is not a release of channel '{channel}' (releases: {known})"
-    )]
-    UnknownOs {
-        /// Host version.
-        version: Version,
-        /// Channel.
-        channel: String,
-        /// Known versions.
-        known: String,
-    },
-    /// The OS slots.
-    #[error(transparent)]
-    Slot(#[from] crate::slot::SlotError),
-    /// An OS release some enabled extension has no merging build for.
-    #[error("OS release {release} is not staged: {}; an extension can be left out on purpose with --drop-extension NAME", .blockers.join("; "))]
-    Gated {
-        /// The release.
-        release: String,
-        /// What blocks it, one line per extension.
-        blockers: Vec<String>,
-    },
-    /// `--drop-extension` named an extension that is not enabled.
-    #[error("--drop-extension {0}: no such extension is enabled")]
-    NotEnabled(String),
-    /// The new OS booted and waits for `upd mark-good`.
-    #[error("OS {0} booted from the new slot and is not marked good yet; run `upd mark-good` (or `upd rollback`) first")]
-    AwaitingMarkGood(String),
-    /// Health checks failed and there was no new OS to send back.
-    #[error("health checks failed: {0}")]
-    Unhealthy(String),
-    /// `upd rollback` has nothing to go back to.
-    #[error("cannot roll back: {0}")]
-    NoRollback(String),
-    /// The reboot strategy could not run.
-    #[error("reboot: {0}")]
-    Reboot(String),
-    /// The release asked for is not in the manifest.
-    #[error("release {version} is not in channel '{channel}' (releases: {known})")]
-    NoSuchRelease {
-        /// Asked for.
-        version: Version,
-        /// Channel.
-        channel: String,
-        /// Known versions.
-        known: String,
-    },
-    /// The release asked for is withdrawn.
-    #[error("release {0} is withdrawn by the publisher")]
-    Withdrawn(Version),
-    /// An older OS release was asked for.
-    #[error("release {version} is older than the running OS {running}; use `upd rollback` for the previous generation")]
-    Downgrade {
-        /// Asked for.
-        version: Version,
-        /// Running.
-        running: Version,
-    },
-    /// An image that systemd-sysext would not merge, or that differs from what the manifest declares.
-    #[error("refused image {path}: {why}")]
-    Incompatible {
-        /// The image.
-        path: PathBuf,
-        /// The rule that fails.
-        why: String,
-    },
-    /// The switch.
-    #[error(transparent)]
-    Switch(#[from] SwitchError),
-    /// File system.
-    #[error(transparent)]
-    Io(#[from] PathError),
-}
+pub use error::PullError;
 
 /// What a pull did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -275,142 +183,6 @@ pub enum Outcome {
     Staged(StageReport),
 }
 
-/// The OS release `upd pull` goes to: `version` if given (waves bypassed, never signatures; an
-/// older one only with `allow_downgrade`); else the safe release the publisher directs machines
-/// on a withdrawn release to; else the newest eligible one; else the running one.
-pub fn target_release<'a>(
-    s: &Session,
-    manifest: &'a Manifest,
-    host: &Host,
-    version: Option<&Version>,
-    allow_downgrade: bool,
-    now: DateTime<Utc>,
-) -> Result<&'a Release, PullError> {
-    if let Some(v) = version {
-        let r = manifest
-            .release(v)
-            .ok_or_else(|| PullError::NoSuchRelease {
-                version: v.clone(),
-                channel: manifest.channel.to_string(),
-                known: known(manifest),
-            })?;
-        if r.withdrawn && *v != host.version {
-            return Err(PullError::Withdrawn(v.clone()));
-        }
-        if *v < host.version && !allow_downgrade {
-            return Err(PullError::Downgrade {
-                version: v.clone(),
-                running: host.version.clone(),
-            });
-        }
-        return Ok(r);
-    }
-    if Slots::of(&s.machine).is_some() {
-        if let Some(r) = select::redirect(manifest, &host.version) {
-            tracing::warn!(running = %host.version, to = %r.version, "the running release is withdrawn; the signed manifest directs this machine to a safe release");
-            return Ok(r);
-        }
-        let sel = select_for(&s.machine, &s.state, manifest, &host.version, now);
-        for k in &sel.skipped {
-            tracing::info!(release = %k.version, why = %k.why, "passed over");
-        }
-        if let Some(r) = sel.target {
-            return Ok(r);
-        }
-    }
-    running_release(manifest, host)
-}
-
-/// [`select::select`] for this machine: its failed releases, rollout waves and wariness.
-pub fn select_for<'a>(
-    m: &Machine,
-    state: &State,
-    manifest: &'a Manifest,
-    running: &Version,
-    now: DateTime<Utc>,
-) -> select::Selection<'a> {
-    let id = m.machine_id();
-    let channel = manifest.channel.to_string();
-    let sel = select::select(manifest, running, &state.failed_releases, |r| {
-        select::wave_check(r, &id, &channel, m.settings.wariness, now)
-    });
-    record_selection(m, &sel, now);
-    sel
-}
-
-/// The file keeping the last selection, for `upd status`.
-pub const SELECTION_FILE: &str = "selection.json";
-
-/// The last selection as `upd status` shows it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LastSelection {
-    /// When the channel was checked.
-    pub at: DateTime<Utc>,
-    /// The release chosen, if any.
-    pub target: Option<String>,
-    /// Newer releases passed over and why (waves say when this machine becomes eligible).
-    pub passed_over: Vec<select::Skipped>,
-}
-
-fn record_selection(m: &Machine, sel: &select::Selection<'_>, now: DateTime<Utc>) {
-    let rec = LastSelection {
-        at: now,
-        target: sel.target.map(|r| r.version.to_string()),
-        passed_over: sel.skipped.clone(),
-    };
-    let bytes = serde_json::to_vec_pretty(&rec).expect("plain struct");
-    let path = m.state_dir().join(SELECTION_FILE);
-    if let Err(e) = crate::fsutil::atomic_write(&path, &bytes, 0o644) {
-        tracing::warn!(error = %e, "could not record the selection");
-    }
-}
-
-/// The last selection recorded by `check`, `pull` or `update`.
-pub fn last_selection(m: &Machine) -> Option<LastSelection> {
-    serde_json::from_slice(&fs::read(m.state_dir().join(SELECTION_FILE)).ok()?).ok()
-}
-
-/// A pending generation (staged, not booted) of a release the publisher withdrew is dropped:
-/// its slot is made unbootable and the reboot signal removed. Returns the dropped version.
-pub fn drop_withdrawn(
-    s: &mut Session,
-    manifest: &Manifest,
-    now: DateTime<Utc>,
-) -> Result<Option<String>, PullError> {
-    let Some(p) = s.state.pending.clone() else {
-        return Ok(None);
-    };
-    let withdrawn = p
-        .os_version
-        .parse::<Version>()
-        .ok()
-        .and_then(|v| manifest.release(&v))
-        .is_some_and(|r| r.withdrawn);
-    let Some(slots) = Slots::of(&s.machine).filter(|_| withdrawn) else {
-        return Ok(None);
-    };
-    if p.slot.as_deref() == Some(slots.booted(&s.machine)?.as_str()) {
-        return Ok(None); // already running it: the redirect, not a drop, moves it away
-    }
-    if let Some(l) = &p.slot {
-        slots.disarm(l)?;
-    }
-    s.state.drop_pending(now).map_err(StateError::from)?;
-    s.state.save(&s.machine.state_dir())?;
-    crate::reboot::clear_signal(&s.machine);
-    tracing::warn!(release = %p.os_version, "the staged release was withdrawn by the publisher; dropped it");
-    Ok(Some(p.os_version))
-}
-
-fn known(manifest: &Manifest) -> String {
-    manifest
-        .releases
-        .iter()
-        .map(|r| r.version.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Run `upd pull`: stage a newer OS release, or bring the running OS's extensions up to date.
 pub async fn pull(
     s: &mut Session,
@@ -421,8 +193,8 @@ pub async fn pull(
 ) -> Result<Outcome, PullError> {
     let fetched = s.check_channel(now).await?;
     let host = s.machine.host()?;
-    drop_withdrawn(s, &fetched.manifest, now)?;
-    let release = target_release(
+    target::drop_withdrawn(s, &fetched.manifest, now)?;
+    let release = target::target_release(
         s,
         &fetched.manifest,
         &host,

@@ -174,7 +174,7 @@ fn os_update(
         return (None, Vec::new());
     }
     // The same selection as `pull` (waves, wariness, pause), recorded for `upd status`.
-    let sel = crate::pull::select_for(&s.machine, &s.state, manifest, &host.version, now);
+    let sel = crate::target::select_for(&s.machine, &s.state, manifest, &host.version, now);
     let Some(r) = sel.target else {
         return (None, sel.skipped);
     };

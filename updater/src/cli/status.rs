@@ -31,7 +31,7 @@ struct Status {
     slot_error: Option<String>,
     reboot_needed: Option<String>,
     failed_releases: Vec<String>,
-    last_check: Option<crate::pull::LastSelection>,
+    last_check: Option<crate::target::LastSelection>,
     last_reboot_decision: Option<crate::reboot::Decision>,
 }
 
@@ -84,7 +84,7 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         slot_error,
         reboot_needed,
         failed_releases: state.failed_releases.iter().cloned().collect(),
-        last_check: crate::pull::last_selection(&m),
+        last_check: crate::target::last_selection(&m),
         last_reboot_decision: crate::reboot::last_decision(&m),
     };
     if a.json {
