@@ -97,6 +97,8 @@ fn fleet_share_follows_the_schedule() {
             "share at {h} h"
         );
         let got = percent_eligible(&r, &pos, at_hours(h));
+        // The figure for the record: `cargo test -p upd-channels rollout -- --nocapture`.
+        eprintln!("at {h:>5} h: schedule {target:>5.1} %, eligible {got:>7.3} % of 100000");
         assert!(
             (got - target).abs() <= 0.5,
             "at {h} h: {got:.3} % eligible, schedule says {target} %"
