@@ -1,4 +1,5 @@
 //! Fixtures for the end-to-end suites: sandbox roots, real images, keys, channels and servers built at test time.
+pub mod bins;
 pub mod channel;
 pub mod disk;
 pub mod etcd;

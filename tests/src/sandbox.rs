@@ -127,6 +127,21 @@ impl Machine {
             .unwrap_or_else(|e| panic!("nsenter {cmd:?}: {e}"))
     }
 
+    /// The command running the real upd (`upd_bin --root ROOT ARGS`, `UPD_LOG=info`) inside the
+    /// machine's mount namespace, to run or spawn.
+    pub fn upd_cmd(&self, upd_bin: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("-t")
+            .arg(self.pid().to_string())
+            .args(["-m", "--"])
+            .arg(upd_bin)
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env("UPD_LOG", "info");
+        cmd
+    }
+
     /// Run a shell script inside the machine's mount namespace.
     pub fn sh(&self, script: &str) -> Output {
         self.run(&["sh", "-c", script])

@@ -2,48 +2,11 @@
 //! serving over HTTP, verification, and each tampered or unsafe variant refused with a clear message.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 
+use upd_tests::bins;
 use upd_tests::images::{build_os_usr, build_sysext, sha256_file, OsSpec, SysextSpec};
-
-/// Builds `upd-channel` once per test run (cargo builds a dependency's binaries only for its own
-/// tests) next to this test binary, in the same profile, and returns its path.
-fn upd_channel() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps/<exe>");
-        let target_dir = profile_dir.parent().expect("target directory");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "upd-channels",
-            "--bin",
-            "upd-channel",
-        ])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build for upd-channel");
-        assert!(status.success(), "building upd-channel failed");
-        let bin = profile_dir.join("upd-channel");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-}
 
 /// A publisher's workspace: a temp directory with keys, images and the repository `repo/`.
 struct Publisher {
@@ -66,7 +29,7 @@ impl Publisher {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(upd_channel())
+        Command::new(bins::upd_channel())
             .args(args)
             .current_dir(self.dir.path())
             .output()
@@ -198,7 +161,7 @@ struct Server(Child, String);
 
 impl Server {
     fn start(p: &Publisher) -> Self {
-        let mut child = Command::new(upd_channel())
+        let mut child = Command::new(bins::upd_channel())
             .args(["serve", "--repo", &p.repo(), "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .spawn()

@@ -2,49 +2,14 @@
 //! waves with the share of the fleet reported, pause, resume, withdraw with a redirect, a barrier,
 //! and every bad command refused with a clear message and the draft left byte for byte as it was.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chrono::{Duration, SecondsFormat, Utc};
+use upd_tests::bins;
 use upd_tests::images::{build_os_usr, build_sysext, OsSpec, SysextSpec};
-
-/// Builds `upd-channel` once per run next to this test binary, in the same profile.
-fn upd_channel() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps/<exe>");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "upd-channels",
-            "--bin",
-            "upd-channel",
-        ])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(profile_dir.parent().expect("target directory"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        assert!(
-            cmd.status().expect("run cargo build").success(),
-            "building upd-channel failed"
-        );
-        profile_dir.join("upd-channel")
-    })
-}
 
 /// The release engineer's workspace: keys, built images and the repository `repo/`.
 struct Desk {
@@ -61,7 +26,7 @@ impl Desk {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(upd_channel())
+        Command::new(bins::upd_channel())
             .args(args)
             .current_dir(self.dir.path())
             .output()

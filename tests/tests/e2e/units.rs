@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+
+use upd_tests::bins;
 
 fn systemd_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
@@ -15,32 +16,6 @@ fn units_dir() -> PathBuf {
 
 fn example_config() -> PathBuf {
     systemd_dir().join("upd/upd.conf.example")
-}
-
-/// The `upd` binary next to this test binary (target/<profile>/upd), built once if need be.
-fn upd_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let bin = profile_dir.join("upd");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "upd", "--bin", "upd"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build for the upd binary");
-        assert!(status.success(), "cargo build -p upd failed");
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
-    })
 }
 
 /// The unit's `[Unit]`/`[Service]` assignments of `key`, each split on whitespace.
@@ -58,7 +33,7 @@ fn has(unit: &str, key: &str, value: &str) -> bool {
 }
 
 fn run_upd(root: &Path, config: &Path, args: &[&str]) -> Output {
-    Command::new(upd_bin())
+    Command::new(bins::upd())
         .arg("--root")
         .arg(root)
         .arg("--config")
@@ -72,7 +47,7 @@ fn run_upd(root: &Path, config: &Path, args: &[&str]) -> Output {
 // the real systemd-analyze of this machine: no error and no warning.
 #[test]
 fn units_pass_systemd_analyze_verify() {
-    let bin = upd_bin();
+    let bin = bins::upd();
     let tmp = tempfile::tempdir().unwrap();
     let mut names = Vec::new();
     for e in std::fs::read_dir(units_dir()).unwrap() {

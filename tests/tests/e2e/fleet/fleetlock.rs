@@ -7,8 +7,8 @@ use upd_tests::disk::USR_B;
 use upd_tests::fleetlock::FleetLockServer;
 use upd_tests::sandbox::require_root;
 
-use super::rig::{set_b, Fleet};
-use crate::os::rig::{V1, V2};
+use super::rig::Fleet;
+use crate::os::rig::{set_b, V1, V2};
 
 const REASON: &str = "change freeze until the incident review";
 

@@ -5,8 +5,9 @@ use semver::Version;
 use upd_tests::disk::{USR_A, USR_B};
 use upd_tests::sandbox::require_root;
 
-use super::rig::{set_a, set_b, Fleet, Node};
-use crate::os::rig::{V1, V2};
+use super::rig::Fleet;
+use crate::os::node::Node;
+use crate::os::rig::{set_a, set_b, V1, V2};
 
 /// Everything a refused run must leave alone: state, slot attributes, merged set, running OS.
 fn snapshot(n: &Node) -> String {

@@ -10,8 +10,9 @@ use upd_tests::disk::USR_B;
 use upd_tests::etcd::Etcd;
 use upd_tests::sandbox::require_root;
 
-use super::rig::{set_b, Fleet, Node};
-use crate::os::rig::V2;
+use super::rig::Fleet;
+use crate::os::node::Node;
+use crate::os::rig::{set_b, V2};
 
 const MACHINES: usize = 20;
 const SLOTS: usize = 2;

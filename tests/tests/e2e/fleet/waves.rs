@@ -8,7 +8,8 @@ use upd_channels::rollout::{effective_position, fleet_position};
 use upd_tests::disk::USR_B;
 use upd_tests::sandbox::require_root;
 
-use super::rig::{Fleet, Node};
+use super::rig::Fleet;
+use crate::os::node::Node;
 use crate::os::rig::{V1, V2};
 
 /// A random machine-id whose fleet position for 2.0.0 on `stable` is below (`early`) or above the half.

@@ -1,46 +1,18 @@
 //! The OS update cycle: stage, reboot, mark-good; a boot that never becomes good; rollback.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use upd_tests::disk::{USR_A, USR_B};
 use upd_tests::sandbox::require_root;
 
-use super::rig::{set, OsRig, V1, V2};
-
-fn set_a() -> BTreeMap<String, String> {
-    set(&[("hello", "1.0.0"), ("world", "1.0.0")])
-}
-
-fn set_b() -> BTreeMap<String, String> {
-    set(&[("hello", "2.0.0"), ("world", "2.0.0")])
-}
-
-/// Link name → target in ROOT/etc/extensions.
-fn links(rig: &OsRig) -> BTreeMap<String, String> {
-    fs::read_dir(rig.m.root().join("etc/extensions"))
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            let t = fs::read_link(e.path()).unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                t.display().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn reboot_required(rig: &OsRig) -> bool {
-    rig.m.ns_root().join("run/reboot-required").exists()
-}
+use super::rig::{set_a, set_b, OsRig, V1, V2};
 
 /// Stage v2 and check that the running v1 is untouched; returns the rig.
 fn staged_v2(extra: &[&str]) -> OsRig {
     let mut rig = OsRig::new(extra);
     rig.add_v2();
-    let before = links(&rig);
+    let before = rig.links();
     let text = rig.upd_ok(&["check"], 100);
     assert!(text.contains("OS update available: 2.0.0"), "{text}");
     let text = rig.upd_ok(&["pull"], 0);
@@ -49,7 +21,7 @@ fn staged_v2(extra: &[&str]) -> OsRig {
     assert_eq!(rig.running_os(), V1);
     assert_eq!(rig.versions(), set_a());
     rig.programs_run(&set_a());
-    assert_eq!(links(&rig), before);
+    assert_eq!(rig.links(), before);
     let st = rig.state();
     assert_eq!(st["pending"]["os_version"], V2);
     assert_eq!(st["pending"]["slot"], USR_B);
@@ -60,7 +32,7 @@ fn staged_v2(extra: &[&str]) -> OsRig {
         "new slot: top priority, one try"
     );
     assert_eq!(rig.prio(USR_A), (1, 0, true), "running slot: the fallback");
-    assert!(reboot_required(&rig));
+    assert!(rig.reboot_required());
     let status = rig.upd_ok(&["status"], 0);
     assert!(
         status.contains("reboot needed: yes: generation"),
@@ -95,7 +67,7 @@ fn an_os_update_moves_the_os_and_its_extensions_together_across_a_reboot() {
     assert_eq!(st["active"]["os_version"], V2);
     assert_eq!(st["previous"]["os_version"], V1);
     assert!(st["pending"].is_null());
-    assert!(!reboot_required(&rig));
+    assert!(!rig.reboot_required());
     rig.disk.verify();
     // Stays on B across further boots.
     assert_eq!(rig.reboot(), USR_B);
@@ -155,7 +127,7 @@ fn failing_health_checks_send_the_new_os_back() {
     assert!(text.contains("app is down"), "{text}");
     assert_eq!(rig.prio(USR_B), (0, 0, false));
     assert_eq!(rig.prio(USR_A), (2, 0, true));
-    assert!(reboot_required(&rig));
+    assert!(rig.reboot_required());
     assert_eq!(rig.state()["failed_releases"], serde_json::json!([V2]));
     fs::remove_file(&check).unwrap();
     assert_eq!(rig.reboot(), USR_A);
@@ -177,7 +149,7 @@ fn rollback_after_mark_good_brings_back_v1_with_set_a() {
     assert!(text.contains("rollback staged"), "{text}");
     assert_eq!(rig.prio(USR_A).0, 2);
     assert_eq!(rig.prio(USR_B).0, 1);
-    assert!(reboot_required(&rig));
+    assert!(rig.reboot_required());
     // Still v2 with set B until the reboot.
     assert_eq!(rig.versions(), set_b());
     assert_eq!(rig.reboot(), USR_A);
@@ -197,11 +169,11 @@ fn rollback_without_a_previous_generation_is_refused() {
         return;
     }
     let rig = OsRig::new(&[]);
-    let before = (links(&rig), rig.state(), rig.prio(USR_A), rig.prio(USR_B));
+    let before = (rig.links(), rig.state(), rig.prio(USR_A), rig.prio(USR_B));
     let text = rig.upd_ok(&["rollback"], 1);
     assert!(text.contains("cannot roll back"), "{text}");
     assert_eq!(
-        (links(&rig), rig.state(), rig.prio(USR_A), rig.prio(USR_B)),
+        (rig.links(), rig.state(), rig.prio(USR_A), rig.prio(USR_B)),
         before
     );
 }
@@ -218,12 +190,12 @@ fn immediate_strategy_runs_the_reboot_command_and_off_only_signals() {
     // Nothing to stage: no reboot, no signal.
     rig.upd_ok(&["update"], 0);
     assert!(!flag.exists());
-    assert!(!reboot_required(&rig));
+    assert!(!rig.reboot_required());
     rig.add_v2();
     let text = rig.upd_ok(&["update"], 0);
     assert!(text.contains("rebooting"), "{text}");
     assert!(flag.exists(), "the reboot command ran");
-    assert!(reboot_required(&rig));
+    assert!(rig.reboot_required());
     assert_eq!(rig.reboot(), USR_B);
     assert_eq!(rig.versions(), set_b());
 }

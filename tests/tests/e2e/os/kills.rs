@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use upd_tests::disk::{USR_A, USR_B};
 use upd_tests::sandbox::require_root;
 
-use super::rig::{set, OsRig, V1, V2};
+use super::rig::{set_a, set_b, OsRig, V1, V2};
 use crate::pull::rig::text_of;
 
 /// Run upd with failpoint `fp` and insist that it died of SIGKILL there.
@@ -24,8 +24,8 @@ fn killed(rig: &OsRig, args: &[&str], fp: &str) {
 /// The set that belongs to each OS.
 fn set_of(os: &str) -> BTreeMap<String, String> {
     match os {
-        V1 => set(&[("hello", "1.0.0"), ("world", "1.0.0")]),
-        V2 => set(&[("hello", "2.0.0"), ("world", "2.0.0")]),
+        V1 => set_a(),
+        V2 => set_b(),
         other => panic!("unexpected OS {other}"),
     }
 }
@@ -86,7 +86,7 @@ fn kill_while_upd_boot_links_the_new_set() {
     let mut rig = OsRig::new(&[]);
     rig.add_v2();
     rig.upd_ok(&["pull"], 0);
-    assert_eq!(rig.m.boot_disk(&rig.disk), USR_B);
+    assert_eq!(rig.boot_disk(), USR_B);
     killed(&rig, &["boot"], "boot-link");
     rig.upd_ok(&["boot"], 0);
     rig.merge();
@@ -96,7 +96,7 @@ fn kill_while_upd_boot_links_the_new_set() {
     let mut rig = OsRig::new(&[]);
     rig.add_v2();
     rig.upd_ok(&["pull"], 0);
-    assert_eq!(rig.m.boot_disk(&rig.disk), USR_B);
+    assert_eq!(rig.boot_disk(), USR_B);
     killed(&rig, &["boot"], "boot-link");
     assert_eq!(rig.reboot(), USR_A);
     consistent(&rig, "boot-link, then power cut");

@@ -2,7 +2,6 @@
 //! links, state, both slots' attributes and the merged set.
 
 use std::collections::BTreeMap;
-use std::fs;
 
 use upd_tests::disk::{USR_A, USR_B};
 use upd_tests::faultserver::Fault;
@@ -22,25 +21,14 @@ struct Snapshot {
 }
 
 fn snapshot(rig: &OsRig) -> Snapshot {
-    let links = fs::read_dir(rig.m.root().join("etc/extensions"))
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            let t = fs::read_link(e.path()).unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                t.display().to_string(),
-            )
-        })
-        .collect();
     let st = rig.state();
     Snapshot {
-        links,
+        links: rig.links(),
         active: st["active"].clone(),
         pending: st["pending"].clone(),
         prio: [rig.prio(USR_A), rig.prio(USR_B)],
         merged: rig.versions(),
-        reboot_required: rig.m.ns_root().join("run/reboot-required").exists(),
+        reboot_required: rig.reboot_required(),
     }
 }
 

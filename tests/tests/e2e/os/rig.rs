@@ -2,16 +2,13 @@
 //! device, and a sandbox machine booted from a slot of that disk, running the real upd.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::process::{Command, Output};
+use std::ops::{Deref, DerefMut};
 
 use upd_tests::channel::Channel;
-use upd_tests::disk::{Disk, GptPrio, USR_A};
 use upd_tests::faultserver::{Fault, FaultServer};
 use upd_tests::images::{OsSpec, SysextSpec};
-use upd_tests::sandbox::Machine;
 
-use crate::pull::rig::{text_of, upd_bin};
+use super::node::Node;
 
 /// `ID=` of the test OS.
 pub(crate) const OS_ID: &str = "updos";
@@ -37,13 +34,61 @@ pub(crate) fn ext(name: &str, version: &str, os_version: &str) -> SysextSpec {
     }
 }
 
-/// Channel, server, disk and machine.
+/// A name → version map.
+pub(crate) fn set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// Set A: the extensions built for 1.0.0.
+pub(crate) fn set_a() -> BTreeMap<String, String> {
+    set(&[("hello", "1.0.0"), ("world", "1.0.0")])
+}
+
+/// Set B: the extensions built for 2.0.0.
+pub(crate) fn set_b() -> BTreeMap<String, String> {
+    set(&[("hello", "2.0.0"), ("world", "2.0.0")])
+}
+
+/// A runtime, a server, and channel `stable` with release 1.0.0 (hello 1.0.0, world 1.0.0),
+/// published and served.
+pub(crate) fn served_v1() -> (tokio::runtime::Runtime, FaultServer, Channel) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = rt.block_on(FaultServer::start()).expect("start server");
+    let mut ch = Channel::new("stable");
+    ch.add_os_release(V1, &os(V1));
+    ch.add_extension(V1, &ext("hello", "1.0.0", V1));
+    ch.add_extension(V1, &ext("world", "1.0.0", V1));
+    ch.publish();
+    serve(&ch, &server);
+    (rt, server, ch)
+}
+
+/// Add release 2.0.0 (OS image, hello 2.0.0 + world 2.0.0 built for it); not yet published.
+pub(crate) fn add_v2(ch: &mut Channel) {
+    ch.add_os_release(V2, &os(V2));
+    ch.add_extension(V2, &ext("hello", "2.0.0", V2));
+    ch.add_extension(V2, &ext("world", "2.0.0", V2));
+}
+
+/// Serve every file of the repository as it is now, without faults.
+pub(crate) fn serve(ch: &Channel, server: &FaultServer) {
+    for (url, file) in ch.files() {
+        server.put_file(&url, file, Fault::Normal).unwrap();
+    }
+}
+
+/// Channel, server and one machine on its disk (reached through `Deref`).
 pub(crate) struct OsRig {
     pub(crate) server: FaultServer,
     pub(crate) ch: Channel,
-    /// Declared before the disk: dropped first, so the slot mount lets go of the disk's loop device.
-    pub(crate) m: Machine,
-    pub(crate) disk: Disk,
+    pub(crate) node: Node,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -52,175 +97,38 @@ impl OsRig {
     /// USR-A, as installed; the machine booted USR-A, pulled its extensions and merged them
     /// (`extra` config lines appended to upd.conf).
     pub(crate) fn new(extra: &[&str]) -> OsRig {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let server = rt.block_on(FaultServer::start()).expect("start server");
-        let mut ch = Channel::new("stable");
-        ch.add_os_release(V1, &os(V1));
-        ch.add_extension(V1, &ext("hello", "1.0.0", V1));
-        ch.add_extension(V1, &ext("world", "1.0.0", V1));
-        let disk = Disk::new(SLOT_SIZE);
-        let v1_target = ch.release_mut(V1).os.image.clone();
-        let v1_image = ch.file(&v1_target);
-        disk.write_slot(USR_A, &v1_image)
-            .expect("install v1 into USR-A");
-        let mut m = Machine::new(&os(V1));
-        m.boot_slot(&disk, USR_A);
-        let mut rig = OsRig {
+        let (rt, server, ch) = served_v1();
+        let node = Node::new(&ch, &server, extra);
+        OsRig {
             server,
             ch,
-            m,
-            disk,
+            node,
             _rt: rt,
-        };
-        rig.install(extra);
-        rig.publish();
-        rig.upd_ok(&["pull"], 0); // switches and refreshes: set A is merged
-        assert_eq!(
-            rig.versions(),
-            set(&[("hello", "1.0.0"), ("world", "1.0.0")])
-        );
-        rig
-    }
-
-    /// The shipped root and upd.conf (`extra` lines appended).
-    pub(crate) fn install(&self, extra: &[&str]) {
-        let root = self.m.root();
-        // /usr is the read-only slot: the root goes to /etc/upd/keys, which upd reads first.
-        let keys = root.join("etc/upd/keys");
-        fs::create_dir_all(&keys).unwrap();
-        fs::write(keys.join("root.json"), self.ch.root_json()).unwrap();
-        let mut conf = format!(
-            "SERVER=http://{}\nCHANNEL=stable\nEXTENSIONS=hello world\nSYSEXT_BIN={}\nSTALL_TIMEOUT_SECS=5\nDISK={}\n",
-            self.server.addr(),
-            self.m.sysext_bin().display(),
-            self.disk.device().display(),
-        );
-        for l in extra {
-            conf.push_str(l);
-            conf.push('\n');
         }
-        fs::write(root.join("etc/upd/upd.conf"), conf).unwrap();
     }
 
     /// Add release 2.0.0 (OS image and hello 2.0.0 + world 2.0.0 built for it) and publish.
     pub(crate) fn add_v2(&mut self) {
-        self.ch.add_os_release(V2, &os(V2));
-        self.ch.add_extension(V2, &ext("hello", "2.0.0", V2));
-        self.ch.add_extension(V2, &ext("world", "2.0.0", V2));
+        add_v2(&mut self.ch);
         self.publish();
     }
 
     /// Publish the manifest being edited and serve the whole repository.
     pub(crate) fn publish(&mut self) {
         self.ch.publish();
-        for (url, file) in self.ch.files() {
-            self.server.put_file(&url, file, Fault::Normal).unwrap();
-        }
-    }
-
-    /// The command running upd inside the machine.
-    pub(crate) fn upd_cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg("-t")
-            .arg(self.m.pid().to_string())
-            .args(["-m", "--"])
-            .arg(upd_bin())
-            .arg("--root")
-            .arg(self.m.root())
-            .args(args)
-            .env("UPD_LOG", "info")
-            .envs(env.iter().copied());
-        cmd
-    }
-
-    /// Run upd.
-    pub(crate) fn upd(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        self.upd_cmd(args, env).output().expect("run upd")
-    }
-
-    /// Run upd and insist on exit `code`; returns its output.
-    pub(crate) fn upd_ok(&self, args: &[&str], code: i32) -> String {
-        let out = self.upd(args, &[]);
-        let text = text_of(&out);
-        assert_eq!(out.status.code(), Some(code), "upd {args:?}:\n{text}");
-        text
-    }
-
-    /// systemd-sysext merge (as systemd-sysext.service does at boot).
-    pub(crate) fn merge(&self) {
-        let out = self.m.sysext(&["merge"]);
-        assert!(out.status.success(), "merge: {}", text_of(&out));
-    }
-
-    /// Power-cut; the gptprio boot loader picks a slot (consuming a try); then `upd boot` and the
-    /// merge, as upd-boot.service and systemd-sysext.service do. Returns the slot booted.
-    pub(crate) fn reboot(&mut self) -> String {
-        let slot = self.m.boot_disk(&self.disk);
-        self.upd_ok(&["boot"], 0);
-        self.merge();
-        slot
-    }
-
-    /// Merged extension → SYSEXT_VERSION_ID, read from the merged /usr.
-    pub(crate) fn versions(&self) -> BTreeMap<String, String> {
-        let dir = self.m.ns_root().join("usr/lib/extension-release.d");
-        self.m
-            .merged_names()
-            .into_iter()
-            .map(|n| {
-                let c = fs::read_to_string(dir.join(format!("extension-release.{n}"))).unwrap();
-                let v = c
-                    .lines()
-                    .find_map(|l| l.strip_prefix("SYSEXT_VERSION_ID="))
-                    .unwrap_or("?")
-                    .to_string();
-                (n, v)
-            })
-            .collect()
-    }
-
-    /// VERSION_ID of the OS running (the /usr mounted now).
-    pub(crate) fn running_os(&self) -> String {
-        let text = fs::read_to_string(self.m.ns_root().join("usr/lib/os-release")).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("VERSION_ID="))
-            .unwrap()
-            .to_string()
-    }
-
-    /// (priority, tries, successful) of a slot, read by sgdisk.
-    pub(crate) fn prio(&self, label: &str) -> (u8, u8, bool) {
-        let GptPrio {
-            priority,
-            tries,
-            successful,
-            ..
-        } = self.disk.attrs(label);
-        (priority, tries, successful)
-    }
-
-    /// The state file.
-    pub(crate) fn state(&self) -> serde_json::Value {
-        let p = self.m.root().join("var/lib/upd/state.json");
-        serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
-    }
-
-    /// Each program prints its name and version: check every merged extension really runs.
-    pub(crate) fn programs_run(&self, want: &BTreeMap<String, String>) {
-        for (n, v) in want {
-            assert_eq!(self.m.run_program(n).trim(), format!("{n} {v}"));
-        }
+        serve(&self.ch, &self.server);
     }
 }
 
-/// A name → version map.
-pub(crate) fn set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
+impl Deref for OsRig {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl DerefMut for OsRig {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
 }

@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
+use upd_tests::bins;
 use upd_tests::channel::Channel;
 use upd_tests::faultserver::{Fault, FaultServer};
 use upd_tests::images::{OsSpec, SysextSpec};
@@ -17,32 +16,6 @@ pub(super) const OS_ID: &str = "updos";
 pub(super) const OS_VERSION: &str = "1.0.0";
 /// One mebibyte.
 pub(super) const MIB: u64 = 1 << 20;
-
-/// The `upd` binary of this build profile, built once if cargo test did not build it.
-pub(crate) fn upd_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let bin = profile_dir.join("upd");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "upd", "--bin", "upd"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build for the upd binary");
-        assert!(status.success(), "cargo build -p upd failed");
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
-    })
-}
 
 /// The OS every machine runs and every channel offers: updos 1.0.0.
 pub(super) fn os() -> OsSpec {
@@ -138,16 +111,8 @@ impl Rig {
 
     /// The command running upd inside the machine (to spawn it).
     pub(super) fn upd_cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg("-t")
-            .arg(self.m.pid().to_string())
-            .args(["-m", "--"])
-            .arg(upd_bin())
-            .arg("--root")
-            .arg(self.m.root())
-            .args(args)
-            .env("UPD_LOG", "info")
-            .envs(env.iter().copied());
+        let mut cmd = self.m.upd_cmd(bins::upd(), args);
+        cmd.envs(env.iter().copied());
         cmd
     }
 
