@@ -1,7 +1,7 @@
 //! The workspace's binaries under test, built once per test run next to the test binary, in its profile.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The real `upd` (target/<profile>/upd), built once if need be.
@@ -47,4 +47,44 @@ fn build(package: &str, bin: &str) -> PathBuf {
     let path = profile_dir.join(bin);
     assert!(path.exists(), "{} missing after the build", path.display());
     path
+}
+
+/// A temporary working directory to run the real `upd-channel` in (keys, images and the
+/// repository `repo/` live there).
+pub struct ChannelWorkdir {
+    dir: tempfile::TempDir,
+}
+
+impl ChannelWorkdir {
+    /// A fresh empty directory.
+    pub fn new() -> ChannelWorkdir {
+        ChannelWorkdir {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// `rel` inside the directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The repository's path, as an argument.
+    pub fn repo(&self) -> String {
+        self.path("repo").display().to_string()
+    }
+
+    /// Run `upd-channel ARGS` in the directory.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(upd_channel())
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run upd-channel")
+    }
+}
+
+impl Default for ChannelWorkdir {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -111,6 +111,18 @@ impl FaultServer {
         Ok(Self { addr, table, task })
     }
 
+    /// A two-worker runtime and a server started on it, for synchronous tests; the runtime must
+    /// outlive the server.
+    pub fn start_with_runtime() -> (tokio::runtime::Runtime, FaultServer) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let server = rt.block_on(FaultServer::start()).expect("start server");
+        (rt, server)
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

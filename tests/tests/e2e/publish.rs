@@ -2,40 +2,24 @@
 //! serving over HTTP, verification, and each tampered or unsafe variant refused with a clear message.
 
 use std::io::{BufRead, BufReader};
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
-use upd_tests::bins;
+use upd_tests::bins::{self, ChannelWorkdir};
 use upd_tests::images::{build_os_usr, build_sysext, sha256_file, OsSpec, SysextSpec};
 
 /// A publisher's workspace: a temp directory with keys, images and the repository `repo/`.
-struct Publisher {
-    dir: tempfile::TempDir,
+struct Publisher(ChannelWorkdir);
+
+impl Deref for Publisher {
+    type Target = ChannelWorkdir;
+    fn deref(&self) -> &ChannelWorkdir {
+        &self.0
+    }
 }
 
 impl Publisher {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn repo(&self) -> String {
-        self.path("repo").display().to_string()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(bins::upd_channel())
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run upd-channel")
-    }
-
     /// Runs a command that must succeed; returns its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -105,7 +89,7 @@ fn images(p: &Publisher) -> (PathBuf, PathBuf, PathBuf) {
 /// A repository with channels `stable` and `beta`, release 1.0.0 with both extensions in each,
 /// channel keys `ch1.key` (and `ch2.key`), `channel_threshold` of them required; not signed yet.
 fn published(channel_threshold: u32) -> Publisher {
-    let p = Publisher::new();
+    let p = Publisher(ChannelWorkdir::new());
     let (os, hello, world) = images(&p);
     let root = p.keygen("root.key");
     let (ch1, ch2) = (p.keygen("ch1.key"), p.keygen("ch2.key"));

@@ -2,37 +2,26 @@
 //! waves with the share of the fleet reported, pause, resume, withdraw with a redirect, a barrier,
 //! and every bad command refused with a clear message and the draft left byte for byte as it was.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::ops::Deref;
+use std::process::Output;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chrono::{Duration, SecondsFormat, Utc};
-use upd_tests::bins;
+use upd_tests::bins::ChannelWorkdir;
 use upd_tests::images::{build_os_usr, build_sysext, OsSpec, SysextSpec};
 
 /// The release engineer's workspace: keys, built images and the repository `repo/`.
-struct Desk {
-    dir: tempfile::TempDir,
+struct Desk(ChannelWorkdir);
+
+impl Deref for Desk {
+    type Target = ChannelWorkdir;
+    fn deref(&self) -> &ChannelWorkdir {
+        &self.0
+    }
 }
 
 impl Desk {
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn repo(&self) -> String {
-        self.path("repo").display().to_string()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(bins::upd_channel())
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run upd-channel")
-    }
-
     /// `upd-channel CMD --repo REPO ARGS...`, which must succeed; its stdout.
     fn ok(&self, cmd: &str, args: &[&str]) -> String {
         let out = self.with_repo(cmd, args);
@@ -102,9 +91,7 @@ fn text(b: &[u8]) -> String {
 /// Keys, channels alpha/beta/stable, releases 1.0.0 and 2.0.0 (real squashfs and erofs images)
 /// added to alpha and signed.
 fn alpha_with_two_releases() -> Desk {
-    let desk = Desk {
-        dir: tempfile::tempdir().expect("temp dir"),
-    };
+    let desk = Desk(ChannelWorkdir::new());
     for key in ["root.key", "ch.key"] {
         assert!(desk.run(&["keygen", "--out", key]).status.success());
     }

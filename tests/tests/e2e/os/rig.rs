@@ -55,12 +55,7 @@ pub(crate) fn set_b() -> BTreeMap<String, String> {
 /// A runtime, a server, and channel `stable` with release 1.0.0 (hello 1.0.0, world 1.0.0),
 /// published and served.
 pub(crate) fn served_v1() -> (tokio::runtime::Runtime, FaultServer, Channel) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let server = rt.block_on(FaultServer::start()).expect("start server");
+    let (rt, server) = FaultServer::start_with_runtime();
     let mut ch = Channel::new("stable");
     ch.add_os_release(V1, &os(V1));
     ch.add_extension(V1, &ext("hello", "1.0.0", V1));

@@ -38,12 +38,7 @@ pub(super) struct Rig {
 impl Rig {
     /// Channel `stable` with OS release 1.0.0 (no extensions yet), served; a machine running that OS.
     pub(super) fn new() -> Rig {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let server = rt.block_on(FaultServer::start()).expect("start server");
+        let (rt, server) = FaultServer::start_with_runtime();
         let mut ch = Channel::new("stable");
         ch.add_os_release(OS_VERSION, &os());
         let m = Machine::new(&os());
