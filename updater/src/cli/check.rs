@@ -46,6 +46,8 @@ struct OsUpdate {
     blocked_by: Vec<String>,
     /// The extension builds that would be staged with it.
     extensions: std::collections::BTreeMap<String, String>,
+    /// The running release is withdrawn and the publisher directs this machine here.
+    redirected: bool,
 }
 
 #[derive(Serialize)]
@@ -121,6 +123,9 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         match &report.os_update {
             Some(o) if o.staged => println!("OS {} is staged; reboot to switch", o.version),
             Some(o) if o.blocked_by.is_empty() => {
+                if o.redirected {
+                    println!("the running release {} is WITHDRAWN; the signed manifest directs this machine to {}", report.os_running, o.version);
+                }
                 println!(
                     "OS update available: {} (all enabled extensions have builds that merge on it)",
                     o.version
@@ -175,7 +180,9 @@ fn os_update(
     }
     // The same selection as `pull` (waves, wariness, pause), recorded for `upd status`.
     let sel = crate::target::select_for(&s.machine, &s.state, manifest, &host.version, now);
-    let Some(r) = sel.target else {
+    // A signed redirect away from a withdrawn running release wins, as in `pull`.
+    let redirect = crate::select::redirect(manifest, &host.version);
+    let Some(r) = redirect.or(sel.target) else {
         return (None, sel.skipped);
     };
     let staged = s
@@ -198,6 +205,7 @@ fn os_update(
         staged,
         blocked_by,
         extensions,
+        redirected: redirect.is_some(),
     };
     (Some(o), sel.skipped)
 }

@@ -74,6 +74,11 @@ fn pause_withdraw_redirect_and_a_replayed_manifest() {
     assert!(!staged.reboot_required());
     assert_eq!(staged.versions(), set_a());
     // The machine running v2 is sent back to 1.0.0 with set A: a rollback the owner signed.
+    let text = moved.upd_ok(&["check"], 100);
+    assert!(
+        text.contains("2.0.0 is WITHDRAWN; the signed manifest directs this machine to 1.0.0"),
+        "{text}"
+    );
     let text = moved.upd_ok(&["update"], 0);
     assert!(text.contains("OS 1.0.0 staged on USR-A"), "{text}");
     assert!(moved.reboot_required());

@@ -199,3 +199,34 @@ fn immediate_strategy_runs_the_reboot_command_and_off_only_signals() {
     assert_eq!(rig.reboot(), USR_B);
     assert_eq!(rig.versions(), set_b());
 }
+
+#[test]
+fn window_strategy_waits_outside_the_window_and_reboots_inside_it() {
+    if !require_root() {
+        return;
+    }
+    let marker = tempfile::tempdir().unwrap();
+    let flag = marker.path().join("rebooted");
+    let cmd = format!("REBOOT_COMMAND=touch {}", flag.display());
+    // A one-hour window two days from now (local time, like upd): closed now, whatever the hour.
+    let day = (chrono::Local::now() + chrono::Duration::days(2)).format("%a");
+    let window = format!("REBOOT_WINDOW={day} 03:00 1h");
+    let mut rig = OsRig::new(&["REBOOT_STRATEGY=window", &window, &cmd]);
+    rig.add_v2();
+    let text = rig.upd_ok(&["update"], 0);
+    assert!(text.contains("staged on USR-B"), "{text}");
+    assert!(text.contains("outside the maintenance window"), "{text}");
+    assert!(!flag.exists(), "no reboot outside the window");
+    assert!(rig.reboot_required());
+    let status = rig.upd_ok(&["status"], 0);
+    assert!(
+        status.contains("reboot strategy window: waiting: outside the maintenance window"),
+        "{status}"
+    );
+    // The timer's next run inside an (always open) window reboots into the staged OS.
+    let text = rig.upd_ok(&["--set", "REBOOT_WINDOW=* 00:00 168h", "update"], 0);
+    assert!(text.contains("already staged"), "{text}");
+    assert!(flag.exists(), "the reboot command ran inside the window");
+    assert_eq!(rig.reboot(), USR_B);
+    assert_eq!(rig.versions(), set_b());
+}
