@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::failpoint;
 use crate::fsutil::PathError;
+use crate::gpt::Prio;
 use crate::machine::Machine;
 use crate::pull::{PullError, Session};
 use crate::slot::{SlotError, Slots};
@@ -50,27 +51,29 @@ pub fn boot(s: &mut Session, now: DateTime<Utc>) -> Result<BootReport, PullError
     let version = host.version.to_string();
     let mut what = String::new();
     if let Some(p) = s.state.pending.clone() {
-        match p.slot.as_deref() {
-            Some(l) if l == booted && p.os_version == version => {
+        let prio = match p.slot.as_deref() {
+            Some(l) if l != booted => Some(slots.slot(l)?.prio),
+            _ => None,
+        };
+        match pending_verdict(&p, &booted, &version, prio) {
+            PendingVerdict::Booted => {
                 what = format!(
                     "the new OS {version} booted from {booted}; waiting for `upd mark-good`"
                 );
             }
-            Some(l) if l == booted => {
-                tracing::error!(expected = %p.os_version, found = %version, slot = l, "the pending slot booted another OS version");
+            PendingVerdict::WrongOs => {
+                tracing::error!(expected = %p.os_version, found = %version, slot = %booted, "the pending slot booted another OS version");
                 fail(s, &slots, &booted, now)?;
                 what = format!("slot {booted} booted OS {version}, not the staged {}: marked failed, the other slot boots next", p.os_version);
             }
-            Some(l) => {
-                let prio = slots.slot(l)?.prio;
-                if prio.priority > 0 && prio.tries == 0 && !prio.successful {
-                    s.state.fail_pending(now).map_err(StateError::from)?;
-                    s.state.save(&m.state_dir())?;
-                    slots.disarm(l)?;
-                    what = format!("the boot loader fell back from {l} (OS {} never became good): release marked failed", p.os_version);
-                }
+            PendingVerdict::FellBack => {
+                let l = p.slot.as_deref().expect("a fallback has a slot");
+                s.state.fail_pending(now).map_err(StateError::from)?;
+                s.state.save(&m.state_dir())?;
+                slots.disarm(l)?;
+                what = format!("the boot loader fell back from {l} (OS {} never became good): release marked failed", p.os_version);
             }
-            None => {}
+            PendingVerdict::NotYet => {}
         }
     }
     let target = booted_generation(&s.state, &booted, &version);
@@ -92,6 +95,38 @@ pub fn boot(s: &mut Session, now: DateTime<Utc>) -> Result<BootReport, PullError
         generation: Some(target.id),
         what,
     })
+}
+
+/// What a boot says about the pending generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingVerdict {
+    /// Its slot booted with its OS: it waits for `upd mark-good`.
+    Booted,
+    /// Its slot booted, but with another OS version than the one staged.
+    WrongOs,
+    /// Another slot booted although the pending one was armed and its try is spent, never
+    /// successful: the boot loader fell back.
+    FellBack,
+    /// Not booted yet (armed and waiting, or never armed because staging was cut short).
+    NotYet,
+}
+
+/// Judge the pending generation `p` after a boot of slot `booted` running `version`;
+/// `pending_prio` is the gptprio of the pending slot when another slot booted.
+pub fn pending_verdict(
+    p: &Generation,
+    booted: &str,
+    version: &str,
+    pending_prio: Option<Prio>,
+) -> PendingVerdict {
+    match (p.slot.as_deref(), pending_prio) {
+        (Some(l), _) if l == booted && p.os_version == version => PendingVerdict::Booted,
+        (Some(l), _) if l == booted => PendingVerdict::WrongOs,
+        (Some(_), Some(prio)) if prio.priority > 0 && prio.tries == 0 && !prio.successful => {
+            PendingVerdict::FellBack
+        }
+        _ => PendingVerdict::NotYet,
+    }
 }
 
 /// The generation that belongs to what booted: the pending one on its slot, else the active or
@@ -388,3 +423,6 @@ pub fn reboot_needed(m: &Machine, state: &State) -> Result<Option<String>, SlotE
         )
     }))
 }
+
+#[cfg(test)]
+mod tests;
