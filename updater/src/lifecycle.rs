@@ -331,11 +331,7 @@ pub fn rollback(s: &mut Session, now: DateTime<Utc>) -> Result<Rollback, PullErr
     let label = prev.slot.clone().expect("checked above");
     let info = slots.slot(&label)?;
     let osr = slots.os_release(&info)?;
-    let v = osr
-        .get_nonempty("IMAGE_VERSION")
-        .or(osr.get_nonempty("VERSION_ID"))
-        .unwrap_or_default()
-        .to_string();
+    let v = crate::machine::os_version(&osr).unwrap_or_default();
     if v != prev.os_version {
         return Err(PullError::NoRollback(format!(
             "slot {label} no longer holds OS {} (it holds '{v}')",

@@ -231,6 +231,12 @@ impl Machine {
     }
 }
 
+/// An OS's version as upd counts it: `IMAGE_VERSION`, else `VERSION_ID`.
+pub fn os_version(os: &OsRelease) -> Option<&str> {
+    os.get_nonempty("IMAGE_VERSION")
+        .or(os.get_nonempty("VERSION_ID"))
+}
+
 fn host_from(path: &Path, text: &str) -> Result<Host, MachineError> {
     let bad = |why: String| MachineError::BadOsRelease {
         path: path.to_path_buf(),
@@ -239,10 +245,8 @@ fn host_from(path: &Path, text: &str) -> Result<Host, MachineError> {
     let os = OsRelease::parse(text).map_err(|e| bad(e.to_string()))?;
     let identity = HostIdentity::from_os_release(&os, native_architecture())
         .map_err(|e| bad(e.to_string()))?;
-    let v = os
-        .get_nonempty("IMAGE_VERSION")
-        .or(os.get_nonempty("VERSION_ID"))
-        .ok_or_else(|| bad("neither IMAGE_VERSION nor VERSION_ID is set".into()))?;
+    let v =
+        os_version(&os).ok_or_else(|| bad("neither IMAGE_VERSION nor VERSION_ID is set".into()))?;
     let version = Version::parse(v)
         .map_err(|e| bad(format!("OS version '{v}' is not a semantic version: {e}")))?;
     Ok(Host {

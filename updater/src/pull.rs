@@ -202,11 +202,7 @@ pub async fn pull(
         opts.allow_downgrade,
         now,
     )?;
-    if release.version != host.version {
-        return Ok(Outcome::Staged(
-            stage::stage(s, release, opts, progress, now).await?,
-        ));
-    }
+    // The new OS booted but is not marked good: nothing else moves until it is (or is sent back).
     if let Some(p) = s.state.pending.as_ref() {
         let booted = Slots::of(&s.machine)
             .map(|sl| sl.booted(&s.machine))
@@ -214,6 +210,11 @@ pub async fn pull(
         if booted.is_some() && p.slot == booted {
             return Err(PullError::AwaitingMarkGood(p.os_version.clone()));
         }
+    }
+    if release.version != host.version {
+        return Ok(Outcome::Staged(
+            stage::stage(s, release, opts, progress, now).await?,
+        ));
     }
     Ok(Outcome::Extensions(
         pull_extensions(s, release, &host, progress, now).await?,
@@ -284,14 +285,7 @@ fn target_generation(
             b.name.to_string(),
             Some(m.link_target(b.name.as_str(), &file)),
         );
-        exts.insert(
-            b.name.to_string(),
-            ExtImage {
-                version: b.version.to_string(),
-                file,
-                sha256: b.image.sha256.to_hex(),
-            },
-        );
+        exts.insert(b.name.to_string(), ExtImage::of(b, file));
     }
     if let Some(active) = &state.active {
         for (name, img) in &active.extensions {

@@ -145,17 +145,17 @@ pub async fn after_stage(
         },
     };
     let outcome = match go {
-        Ok(()) => {
-            record(m, &RebootOutcome::Rebooting, now);
-            reboot_now(m)?;
-            RebootOutcome::Rebooting
-        }
+        Ok(()) => RebootOutcome::Rebooting,
         Err(why) => {
             tracing::warn!(%why, "not rebooting now");
             RebootOutcome::Waiting { why }
         }
     };
+    // Recorded before the reboot command runs: it may not return.
     record(m, &outcome, now);
+    if outcome == RebootOutcome::Rebooting {
+        reboot_now(m)?;
+    }
     Ok(outcome)
 }
 

@@ -209,17 +209,10 @@ impl Slots {
     }
 
     fn set(&self, label: &str, f: impl FnOnce(Prio) -> Prio) -> Result<(), SlotError> {
-        let table = Table::read(&self.disk)?;
-        let p = self.slot_in(&table, label)?;
-        let attrs = table
-            .partitions
-            .iter()
-            .find(|x| x.index == p.index)
-            .expect("slot_in found it")
-            .attributes;
-        let new = f(p.prio).apply(attrs);
-        if new != attrs {
-            gpt::write_attributes(&self.disk, p.index, new)?;
+        let p = self.slot(label)?;
+        let new = f(p.prio);
+        if new != p.prio {
+            gpt::write_prio(&self.disk, p.index, new)?;
         }
         Ok(())
     }

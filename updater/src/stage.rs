@@ -14,9 +14,10 @@ use upd_channels::osrelease::{native_architecture, HostIdentity};
 use crate::channel;
 use crate::failpoint;
 use crate::fetch::Progress;
+use crate::machine::os_version;
 use crate::plan::{self, Plan};
 use crate::pull::{check_images, download, fetcher, store_file_name, wanted, PullError, Session};
-use crate::slot::Slots;
+use crate::slot::{SlotInfo, Slots};
 use crate::state::{ExtImage, Generation, StateError};
 
 /// What the operator asked for besides the release.
@@ -98,9 +99,6 @@ pub async fn stage(
         already_staged: false,
     };
     if let Some(p) = s.state.pending.clone() {
-        if p.slot.as_deref() == Some(booted.as_str()) {
-            return Err(PullError::AwaitingMarkGood(p.os_version));
-        }
         if p.os_version == report.release && p.slot.as_deref() == Some(target.as_str()) {
             rearm(&slots, &target, release)?;
             report.generation = p.id;
@@ -147,7 +145,7 @@ pub async fn stage(
     let fetched = os_fetch?;
     report.downloaded = fetched.bytes_downloaded + ext_report.downloaded;
     failpoint::hit("stage-written");
-    if let Err(e) = check_staged(&slots, &target, release, &plan, &m) {
+    if let Err(e) = check_staged(&slots, &slot, release, &plan, &m) {
         for f in new_files {
             let _ = fs::remove_file(f);
         }
@@ -157,14 +155,7 @@ pub async fn stage(
     let id = s.state.next_generation_id();
     let exts: BTreeMap<String, ExtImage> = plan
         .chosen()
-        .map(|b| {
-            let img = ExtImage {
-                version: b.version.to_string(),
-                file: store_file_name(b),
-                sha256: b.image.sha256.to_hex(),
-            };
-            (b.name.to_string(), img)
-        })
+        .map(|b| (b.name.to_string(), ExtImage::of(b, store_file_name(b))))
         .collect();
     let gen = Generation {
         id,
@@ -192,16 +183,15 @@ pub async fn stage(
 /// image against that host.
 fn check_staged(
     slots: &Slots,
-    label: &str,
+    slot: &SlotInfo,
     release: &Release,
     plan: &Plan,
     m: &crate::machine::Machine,
 ) -> Result<(), PullError> {
-    let slot = slots.slot(label)?;
-    verify_slot(slots, label, release)?;
-    let osr = slots.os_release(&slot)?;
+    verify_slot(slots, slot, release)?;
+    let osr = slots.os_release(slot)?;
     let bad = |why: String| PullError::Incompatible {
-        path: slots.disk.join(format!("[slot {label}]")),
+        path: slots.disk.join(format!("[slot {}]", slot.label)),
         why,
     };
     let inside = OsIdentity::from_release(&osr, native_architecture());
@@ -212,10 +202,7 @@ fn check_staged(
             describe(&release.os.identity)
         )));
     }
-    let version = osr
-        .get_nonempty("IMAGE_VERSION")
-        .or(osr.get_nonempty("VERSION_ID"))
-        .unwrap_or_default();
+    let version = os_version(&osr).unwrap_or_default();
     if version != release.version.to_string() {
         return Err(bad(format!(
             "its os-release gives OS version '{version}', the signed manifest says {}",
@@ -228,13 +215,12 @@ fn check_staged(
 }
 
 /// The slot's first `size` bytes must hash to the signed image's SHA-256.
-fn verify_slot(slots: &Slots, label: &str, release: &Release) -> Result<(), PullError> {
-    let slot = slots.slot(label)?;
+fn verify_slot(slots: &Slots, slot: &SlotInfo, release: &Release) -> Result<(), PullError> {
     let os = &release.os.image;
-    let got = slots.read_back(&slot, os.size)?;
+    let got = slots.read_back(slot, os.size)?;
     if got != os.sha256.0 {
         return Err(crate::slot::SlotError::ReadBack {
-            label: label.to_string(),
+            label: slot.label.clone(),
             disk: slots.disk.clone(),
             expected: os.sha256.to_hex(),
             actual: hex::encode(got),
@@ -247,10 +233,11 @@ fn verify_slot(slots: &Slots, label: &str, release: &Release) -> Result<(), Pull
 /// A pending generation whose slot lost its boot priority (cut short between recording and
 /// arming): verify the slot again and arm it.
 fn rearm(slots: &Slots, label: &str, release: &Release) -> Result<(), PullError> {
-    if slots.slot(label)?.prio.priority > 0 {
+    let slot = slots.slot(label)?;
+    if slot.prio.priority > 0 {
         return Ok(());
     }
-    verify_slot(slots, label, release)?;
+    verify_slot(slots, &slot, release)?;
     slots.arm(label)?;
     Ok(())
 }

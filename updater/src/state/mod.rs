@@ -108,6 +108,17 @@ pub struct ExtImage {
     pub sha256: String,
 }
 
+impl ExtImage {
+    /// The store image of build `b`, kept in the store as `file`.
+    pub fn of(b: &upd_channels::manifest::ExtBuild, file: String) -> Self {
+        Self {
+            version: b.version.to_string(),
+            file,
+            sha256: b.image.sha256.to_hex(),
+        }
+    }
+}
+
 /// Link name → link target; `None` means the link does not exist.
 pub type LinkSet = BTreeMap<String, Option<PathBuf>>;
 
