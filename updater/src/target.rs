@@ -44,20 +44,55 @@ pub fn target_release<'a>(
         }
         return Ok(r);
     }
-    if Slots::of(&s.machine).is_some() {
-        if let Some(r) = select::redirect(manifest, &host.version) {
-            tracing::warn!(running = %host.version, to = %r.version, "the running release is withdrawn; the signed manifest directs this machine to a safe release");
-            return Ok(r);
-        }
-        let sel = select_for(&s.machine, &s.state, manifest, &host.version, now);
-        for k in &sel.skipped {
-            tracing::info!(release = %k.version, why = %k.why, "passed over");
-        }
-        if let Some(r) = sel.target {
-            return Ok(r);
-        }
+    let next = next_release(&s.machine, &s.state, manifest, &host.version, now);
+    for k in &next.skipped {
+        tracing::info!(release = %k.version, why = %k.why, "passed over");
     }
-    running_release(manifest, host)
+    match next.release {
+        Some(r) => {
+            if next.redirected {
+                tracing::warn!(running = %host.version, to = %r.version, "the running release is withdrawn; the signed manifest directs this machine to a safe release");
+            }
+            Ok(r)
+        }
+        None => running_release(manifest, host),
+    }
+}
+
+/// The OS release this machine moves to on its own, as `pull` and `check` see it.
+#[derive(Debug)]
+pub struct Next<'a> {
+    /// The release (`None`: stay; always `None` without OS slots).
+    pub release: Option<&'a Release>,
+    /// It is the safe release the publisher directs machines on the withdrawn running one to.
+    pub redirected: bool,
+    /// Newer releases passed over, and why.
+    pub skipped: Vec<select::Skipped>,
+}
+
+/// The publisher's signed redirect away from a withdrawn running release, else the newest
+/// eligible release (failed releases, waves, wariness, pause, barriers; recorded for `status`).
+pub fn next_release<'a>(
+    m: &Machine,
+    state: &State,
+    manifest: &'a Manifest,
+    running: &Version,
+    now: DateTime<Utc>,
+) -> Next<'a> {
+    if Slots::of(m).is_none() {
+        return Next {
+            release: None,
+            redirected: false,
+            skipped: Vec::new(),
+        };
+    }
+    let sel = select_for(m, state, manifest, running, now);
+    let redirect = select::redirect(manifest, running);
+    Next {
+        redirected: redirect.is_some(),
+        release: redirect.or(sel.target),
+        skipped: sel.skipped,
+    }
 }
 
 /// [`select::select`] for this machine: its failed releases, rollout waves and wariness.

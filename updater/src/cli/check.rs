@@ -175,15 +175,10 @@ fn os_update(
     host: &crate::machine::Host,
     now: chrono::DateTime<Utc>,
 ) -> (Option<OsUpdate>, Vec<crate::select::Skipped>) {
-    if crate::slot::Slots::of(&s.machine).is_none() {
-        return (None, Vec::new());
-    }
-    // The same selection as `pull` (waves, wariness, pause), recorded for `upd status`.
-    let sel = crate::target::select_for(&s.machine, &s.state, manifest, &host.version, now);
-    // A signed redirect away from a withdrawn running release wins, as in `pull`.
-    let redirect = crate::select::redirect(manifest, &host.version);
-    let Some(r) = redirect.or(sel.target) else {
-        return (None, sel.skipped);
+    // The same choice as `pull`: a signed redirect, else waves, wariness, pause, barriers.
+    let next = crate::target::next_release(&s.machine, &s.state, manifest, &host.version, now);
+    let Some(r) = next.release else {
+        return (None, next.skipped);
     };
     let staged = s
         .state
@@ -205,9 +200,9 @@ fn os_update(
         staged,
         blocked_by,
         extensions,
-        redirected: redirect.is_some(),
+        redirected: next.redirected,
     };
-    (Some(o), sel.skipped)
+    (Some(o), next.skipped)
 }
 
 /// Run `list`.
