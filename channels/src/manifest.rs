@@ -318,6 +318,20 @@ impl Manifest {
 }
 
 impl Release {
+    /// A release every machine may take at once: no rollout, not paused, withdrawn or a barrier.
+    pub fn new(version: Version, os: OsBuild, extensions: Vec<ExtBuild>) -> Self {
+        Release {
+            version,
+            os,
+            extensions,
+            rollout: None,
+            paused: false,
+            withdrawn: false,
+            barrier: false,
+            redirect_to: None,
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
         self.os.image.validate("OS image")?;
         if self.os.identity.id.is_empty() || self.os.identity.architecture.is_empty() {

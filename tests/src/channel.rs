@@ -84,24 +84,17 @@ impl Channel {
         let scratch = tempfile::tempdir_in(self.repo()).expect("scratch dir");
         let img = build_os_usr(os, scratch.path());
         let image = self.import(&img, &format!("os/{}", os.id), &format!("usr-{version}"));
-        let release = Release {
-            version: Version::parse(version).expect("semver OS version"),
-            os: OsBuild {
-                identity: OsIdentity {
-                    id: os.id.clone(),
-                    version_id: Some(os.version_id.clone()),
-                    sysext_level: os.sysext_level.clone(),
-                    architecture: native_architecture().to_string(),
-                },
-                image,
-            },
-            extensions: Vec::new(),
-            rollout: None,
-            paused: false,
-            withdrawn: false,
-            barrier: false,
-            redirect_to: None,
+        let identity = OsIdentity {
+            id: os.id.clone(),
+            version_id: Some(os.version_id.clone()),
+            sysext_level: os.sysext_level.clone(),
+            architecture: native_architecture().to_string(),
         };
+        let release = Release::new(
+            Version::parse(version).expect("semver OS version"),
+            OsBuild { identity, image },
+            Vec::new(),
+        );
         self.manifest.releases.push(release);
         self.manifest
             .releases

@@ -127,28 +127,20 @@ mod tests {
     use upd_channels::name::{Name, RelPath};
 
     fn release(v: &str) -> Release {
-        Release {
-            version: v.parse().unwrap(),
-            os: OsBuild {
-                identity: OsIdentity {
-                    id: "updos".into(),
-                    version_id: Some(v.into()),
-                    sysext_level: None,
-                    architecture: "x86-64".into(),
-                },
-                image: Target {
-                    path: RelPath::new(&format!("os/{v}.raw")).unwrap(),
-                    size: 1,
-                    sha256: Sha256([0; 32]),
-                },
+        let os = OsBuild {
+            identity: OsIdentity {
+                id: "updos".into(),
+                version_id: Some(v.into()),
+                sysext_level: None,
+                architecture: "x86-64".into(),
             },
-            extensions: Vec::new(),
-            rollout: None,
-            paused: false,
-            withdrawn: false,
-            barrier: false,
-            redirect_to: None,
-        }
+            image: Target {
+                path: RelPath::new(&format!("os/{v}.raw")).unwrap(),
+                size: 1,
+                sha256: Sha256([0; 32]),
+            },
+        };
+        Release::new(v.parse().unwrap(), os, Vec::new())
     }
 
     fn manifest(rs: Vec<Release>) -> Manifest {

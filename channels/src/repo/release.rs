@@ -184,19 +184,11 @@ impl Repo {
                 release,
             });
         }
-        let release = Release {
-            version,
-            os: OsBuild {
-                identity,
-                image: os_target,
-            },
-            extensions: builds,
-            rollout: None,
-            paused: false,
-            withdrawn: false,
-            barrier: false,
-            redirect_to: None,
+        let os = OsBuild {
+            identity,
+            image: os_target,
         };
+        let release = Release::new(version, os, builds);
         let added = add_release(&mut draft, release.clone())?;
         draft.validate().map_err(RepoError::Invalid)?;
         self.import_checked(os_image, &release.os.image)?;

@@ -14,38 +14,31 @@ fn target(path: &str, byte: u8) -> Target {
 
 pub(super) fn release(version: &str, os_byte: u8, exts: &[(&str, &str)]) -> Release {
     let v = Version::parse(version).unwrap();
-    Release {
-        os: OsBuild {
-            identity: OsIdentity {
+    let os = OsBuild {
+        identity: OsIdentity {
+            id: "testos".into(),
+            version_id: Some(version.into()),
+            sysext_level: None,
+            architecture: "x86-64".into(),
+        },
+        image: target(&format!("images/os/testos-{v}.raw"), os_byte),
+    };
+    let extensions = exts
+        .iter()
+        .map(|(name, ev)| ExtBuild {
+            name: Name::new(name).unwrap(),
+            version: Version::parse(ev).unwrap(),
+            image: target(&format!("images/ext/{name}/{name}-{ev}-{v}.raw"), 9),
+            release: ExtIdentity {
                 id: "testos".into(),
                 version_id: Some(version.into()),
                 sysext_level: None,
-                architecture: "x86-64".into(),
+                architecture: None,
+                scope: None,
             },
-            image: target(&format!("images/os/testos-{v}.raw"), os_byte),
-        },
-        extensions: exts
-            .iter()
-            .map(|(name, ev)| ExtBuild {
-                name: Name::new(name).unwrap(),
-                version: Version::parse(ev).unwrap(),
-                image: target(&format!("images/ext/{name}/{name}-{ev}-{v}.raw"), 9),
-                release: ExtIdentity {
-                    id: "testos".into(),
-                    version_id: Some(version.into()),
-                    sysext_level: None,
-                    architecture: None,
-                    scope: None,
-                },
-            })
-            .collect(),
-        version: v,
-        rollout: None,
-        paused: false,
-        withdrawn: false,
-        barrier: false,
-        redirect_to: None,
-    }
+        })
+        .collect();
+    Release::new(v, os, extensions)
 }
 
 pub(super) fn draft() -> Manifest {
