@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::images::run_tool;
 use crate::sandbox::{all_loop_devices, backing_id, LoopDevice};
 
 /// The partition type GUID of a Flatcar / Container Linux /usr partition (sgdisk: "Container Linux /usr").
@@ -129,9 +130,11 @@ impl Disk {
             args.push(format!("-A1:set:{bit}"));
         }
         sgdisk(&image, &args);
-        let out = run(Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&image));
+        let out = run_tool(
+            Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(&image),
+        );
         let device = PathBuf::from(out.trim());
         let attached = LoopDevice {
             device: out.trim().to_string(),
@@ -352,22 +355,7 @@ fn guid_text(b: &[u8]) -> String {
 }
 
 fn sgdisk(target: &Path, args: &[String]) -> String {
-    run(Command::new("sgdisk").args(args).arg(target))
-}
-
-/// Run a command, panicking with its output on failure; return its stdout.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_tool(Command::new("sgdisk").args(args).arg(target))
 }
 
 #[cfg(test)]

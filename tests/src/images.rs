@@ -177,8 +177,9 @@ fn write_filler(path: &Path, len: u64) {
     }
 }
 
-/// Run an image builder, panicking with its output on failure.
-fn run_builder(cmd: &mut Command) {
+/// Run a tool (an image builder, sgdisk, losetup), panicking with its output on failure;
+/// return its stdout.
+pub(crate) fn run_tool(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
@@ -189,25 +190,29 @@ fn run_builder(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Pack directory `tree` into image file `out` (replacing it), all files owned by root.
 pub fn make_image(format: Format, tree: &Path, out: &Path) {
     let _ = fs::remove_file(out);
-    match format {
-        Format::Squashfs => run_builder(Command::new("mksquashfs").arg(tree).arg(out).args([
-            "-quiet",
-            "-no-progress",
-            "-noappend",
-            "-all-root",
-        ])),
-        Format::Erofs => run_builder(
-            Command::new("mkfs.erofs")
-                .args(["--quiet", "-zlz4", "--all-root"])
+    let mut cmd = match format {
+        Format::Squashfs => {
+            let mut c = Command::new("mksquashfs");
+            c.arg(tree)
                 .arg(out)
-                .arg(tree),
-        ),
-    }
+                .args(["-quiet", "-no-progress", "-noappend", "-all-root"]);
+            c
+        }
+        Format::Erofs => {
+            let mut c = Command::new("mkfs.erofs");
+            c.args(["--quiet", "-zlz4", "--all-root"])
+                .arg(out)
+                .arg(tree);
+            c
+        }
+    };
+    run_tool(&mut cmd);
 }
 
 /// Build the sysext image described by `spec` into `out_dir/<name>-<version>.raw` and return its path.

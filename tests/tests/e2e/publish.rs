@@ -54,6 +54,27 @@ impl Publisher {
         self.run(&args)
     }
 
+    /// `add-release` of one build `ext` (`NAME=FILE`) to release 1.0.0 of `stable`, through
+    /// `run` ([`Publisher::ok`] or [`Publisher::fails`]).
+    fn add_to_stable(&self, ext: &str, run: fn(&Self, &[&str]) -> String) -> String {
+        let (repo, os) = (
+            self.repo(),
+            self.path("build/usr-1.0.0.img").display().to_string(),
+        );
+        let args = [
+            "add-release",
+            "--repo",
+            &repo,
+            "--channel",
+            "stable",
+            "--os-image",
+            &os,
+            "--ext",
+            ext,
+        ];
+        run(self, &args)
+    }
+
     fn manifest(&self, channel: &str) -> PathBuf {
         self.path(&format!("repo/channels/{channel}/manifest.json"))
     }
@@ -207,22 +228,8 @@ fn publish_and_verify_over_http() {
         &SysextSpec::new("hello", "1.0.1", "testos", "1.0.0"),
         &p.path("build"),
     );
-    let (repo, os) = (
-        p.repo(),
-        p.path("build/usr-1.0.0.img").display().to_string(),
-    );
     let ext = format!("hello={}", hello2.display());
-    let out = p.ok(&[
-        "add-release",
-        "--repo",
-        &repo,
-        "--channel",
-        "stable",
-        "--os-image",
-        &os,
-        "--ext",
-        &ext,
-    ]);
+    let out = p.add_to_stable(&ext, Publisher::ok);
     assert!(
         out.contains("added 1 extension build(s) to release 1.0.0"),
         "{out}"
@@ -352,22 +359,8 @@ fn extension_for_another_version_id_is_refused() {
         &p.path("build"),
     );
     let draft = std::fs::read(p.path("repo/channels/stable/draft.json")).unwrap();
-    let (repo, os) = (
-        p.repo(),
-        p.path("build/usr-1.0.0.img").display().to_string(),
-    );
     let ext = format!("hello={}", stray.display());
-    let err = p.fails(&[
-        "add-release",
-        "--repo",
-        &repo,
-        "--channel",
-        "stable",
-        "--os-image",
-        &os,
-        "--ext",
-        &ext,
-    ]);
+    let err = p.add_to_stable(&ext, Publisher::fails);
     assert!(
         err.contains("VERSION_ID 2.0.0, the host has 1.0.0"),
         "{err}"
@@ -385,23 +378,9 @@ fn extension_for_another_version_id_is_refused() {
 fn unsafe_extension_name_is_refused() {
     // `--ext ../x=...` would climb out of images/ext: refused at the command line.
     let p = published(1);
-    let (repo, os) = (
-        p.repo(),
-        p.path("build/usr-1.0.0.img").display().to_string(),
-    );
     let hello = p.path("build/hello-1.0.0.raw").display().to_string();
     let ext = format!("../x={hello}");
-    let err = p.fails(&[
-        "add-release",
-        "--repo",
-        &repo,
-        "--channel",
-        "stable",
-        "--os-image",
-        &os,
-        "--ext",
-        &ext,
-    ]);
+    let err = p.add_to_stable(&ext, Publisher::fails);
     assert!(
         err.contains("extension name") && err.contains("'../x'"),
         "{err}"
