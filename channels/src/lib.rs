@@ -1,5 +1,6 @@
 //! upd-channels: the pure rules of channels and releases, shared by the publisher and the updater.
 
+pub mod builds;
 pub mod compat;
 pub mod image;
 pub mod manifest;
@@ -7,5 +8,6 @@ pub mod name;
 pub mod osrelease;
 pub mod repo;
 pub mod rollout;
+pub mod select;
 pub mod serve;
 pub mod verify;

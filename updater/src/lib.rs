@@ -1,25 +1,14 @@
 //! upd: the machine-side agent that fetches, verifies, stages and switches OS and sysext images in lockstep.
+//!
+//! Laid out by role (see ARCHITECTURE.md): `cli` renders and dispatches, `ops` orchestrates,
+//! `rules` decides without I/O, `host` does the machine's I/O, `remote` talks to servers,
+//! `state` and `config` hold what persists and what the operator set.
 
-pub mod channel;
 pub mod cli;
 pub mod config;
-pub mod failpoint;
-pub mod fetch;
 pub mod fsutil;
-pub mod gpt;
-pub mod lifecycle;
-pub mod lock;
-pub mod machine;
-pub mod plan;
-pub mod pull;
-pub mod reboot;
-pub mod rebootlock;
-pub mod select;
-pub mod slot;
-pub mod stage;
+pub mod host;
+pub mod ops;
+pub mod remote;
+pub mod rules;
 pub mod state;
-pub mod switch;
-pub mod sysext;
-pub mod target;
-pub mod trust;
-pub mod window;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ring::digest::{digest, SHA256};
-use upd::fetch::{
+use upd::remote::fetch::{
     partial_path, FetchConfig, FetchError, FetchOutcome, Fetcher, ManifestFetch, NoProgress,
 };
 use upd_tests::faultserver::{Fault, FaultServer};

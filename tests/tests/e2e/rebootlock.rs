@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use upd::rebootlock::{EtcdLock, FleetLock, Outcome, RebootLockError, Semaphore};
+use upd::remote::rebootlock::{EtcdLock, FleetLock, Outcome, RebootLockError, Semaphore};
 use upd_tests::etcd::Etcd;
 use upd_tests::fleetlock::FleetLockServer;
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use upd::sysext::{is_merged, verify_merged, Sysext, SysextError};
+use upd::host::sysext::{is_merged, verify_merged, Sysext, SysextError};
 use upd_tests::images::{build_os_usr, build_sysext, populate_usr_dir, OsSpec, SysextSpec};
 use upd_tests::sandbox::{all_loop_devices, require_root, Machine};
 

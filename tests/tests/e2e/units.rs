@@ -224,7 +224,7 @@ fn example_values_are_valid() {
         .iter()
         .find_map(|l| l.strip_prefix("REBOOT_WINDOW="))
         .unwrap();
-    let parsed = window.parse::<upd::window::Window>();
+    let parsed = window.parse::<upd::rules::window::Window>();
     assert!(parsed.is_ok(), "REBOOT_WINDOW={window}: {parsed:?}");
 
     // A typo is still refused, naming the file and the key: the test above would notice.

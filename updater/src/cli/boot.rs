@@ -4,10 +4,10 @@
 use chrono::Utc;
 
 use super::{exit, print_json};
-use crate::lifecycle;
-use crate::machine::Machine;
-use crate::pull::Session;
-use crate::switch::Reconciled;
+use crate::host::machine::Machine;
+use crate::ops::boot;
+use crate::ops::session::Session;
+use crate::ops::switch::Reconciled;
 
 /// Options of `boot`.
 #[derive(Debug, clap::Args)]
@@ -30,7 +30,7 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
             eprintln!("upd: boot: completed a switch cut short; the new set is active")
         }
     }
-    let report = lifecycle::boot(&mut s, now)?;
+    let report = boot::boot(&mut s, now)?;
     if a.json {
         print_json(&report)?;
     } else {

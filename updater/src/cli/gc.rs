@@ -3,9 +3,9 @@
 use chrono::Utc;
 
 use super::exit;
-use crate::lifecycle::collect_garbage;
-use crate::machine::Machine;
-use crate::pull::Session;
+use crate::host::machine::Machine;
+use crate::ops::gc::collect_garbage;
+use crate::ops::session::Session;
 
 /// Options of `gc`.
 #[derive(Debug, clap::Args)]
@@ -15,7 +15,8 @@ pub struct Args {
     wait: bool,
 }
 
-/// Run it: keeps every image of the active, pending and previous generations, and partial downloads.
+/// Run it: keeps every image of the active, pending and previous generations, of the newest
+/// `RETENTION` older ones, and partial downloads.
 pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
     let s = Session::open(m, a.wait, true, Utc::now())?;
     let removed = collect_garbage(&s.machine, &s.state)?;

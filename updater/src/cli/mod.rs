@@ -1,4 +1,5 @@
-//! The `upd` command line: global options, subcommands, exit codes.
+//! The `upd` command line: global options and one module per subcommand, each of which runs an
+//! operation and renders its result; `exit` holds the documented exit codes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,40 +7,20 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Root, Settings};
-use crate::machine::Machine;
+use crate::host::machine::Machine;
 
 mod boot;
+mod channel;
 mod check;
+pub mod exit;
 mod ext;
 mod gc;
-mod lifecycle;
+mod list;
+mod mark_good;
 mod progress;
 mod pull;
+mod rollback;
 mod status;
-
-/// Documented exit codes.
-pub mod exit {
-    /// Success (for `check`: nothing new).
-    pub const OK: u8 = 0;
-    /// A failure not listed below.
-    pub const FAILURE: u8 = 1;
-    /// Bad command line (clap).
-    pub const USAGE: u8 = 2;
-    /// Another upd holds the lock.
-    pub const LOCKED: u8 = 3;
-    /// The channel was refused: signature, root, expiry, serial, channel name or schema.
-    pub const REFUSED: u8 = 4;
-    /// An image would not merge on its host, or differs from what the manifest declares.
-    pub const INCOMPATIBLE: u8 = 5;
-    /// The new set did not merge as expected and was switched back.
-    pub const ROLLED_BACK: u8 = 6;
-    /// A download failed (network, hash, size, space).
-    pub const DOWNLOAD: u8 = 7;
-    /// An OS release is blocked: an enabled extension has no build that merges on it.
-    pub const BLOCKED: u8 = 8;
-    /// `check`: an update is available.
-    pub const UPDATE_AVAILABLE: u8 = 100;
-}
 
 /// upd: atomic OS and system-extension updates from a signed channel.
 #[derive(Debug, Parser)]
@@ -68,7 +49,7 @@ enum Command {
     /// Check the channel and report what would be installed and whether it will merge.
     Check(check::Args),
     /// List the releases and extension builds of the channel.
-    List(check::ListArgs),
+    List(list::Args),
     /// Fetch, verify, check and switch to the newest builds for the running OS.
     Pull(pull::Args),
     /// What the timer runs: like pull, with plain logs.
@@ -78,13 +59,13 @@ enum Command {
     /// Early boot: finish or undo a switch cut short and link the generation of the booted OS slot, before systemd-sysext merges.
     Boot(boot::Args),
     /// After a healthy boot: run health checks, mark the slot successful, make the new generation active.
-    MarkGood(lifecycle::MarkGoodArgs),
+    MarkGood(mark_good::Args),
     /// Go back to the previous generation (its OS slot boots next, or its extension set now).
-    Rollback(lifecycle::RollbackArgs),
+    Rollback(rollback::Args),
     /// Enable or disable an extension.
     Ext(ext::Args),
     /// Show or switch the channel this machine follows.
-    Channel(ext::ChannelArgs),
+    Channel(channel::Args),
 }
 
 impl Cli {
@@ -118,47 +99,23 @@ pub fn main() -> ExitCode {
     let result = cli.machine().and_then(|m| match &cli.command {
         Command::Status(a) => status::run(m, a),
         Command::Check(a) => check::run(m, a),
-        Command::List(a) => check::list(m, a),
+        Command::List(a) => list::run(m, a),
         Command::Pull(a) => pull::run(m, a, false),
         Command::Update(a) => pull::run(m, a, true),
         Command::Gc(a) => gc::run(m, a),
         Command::Boot(a) => boot::run(m, a),
-        Command::MarkGood(a) => lifecycle::mark_good(m, a),
-        Command::Rollback(a) => lifecycle::rollback(m, a),
+        Command::MarkGood(a) => mark_good::run(m, a),
+        Command::Rollback(a) => rollback::run(m, a),
         Command::Ext(a) => ext::run(m, a),
-        Command::Channel(a) => ext::channel(m, a),
+        Command::Channel(a) => channel::run(m, a),
     });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("upd: {e:#}");
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(exit::of(&e))
         }
     }
-}
-
-fn exit_code(e: &anyhow::Error) -> u8 {
-    use crate::pull::PullError as P;
-    for cause in e.chain() {
-        if let Some(p) = cause.downcast_ref::<P>() {
-            return match p {
-                P::Lock(_) => exit::LOCKED,
-                P::Channel(
-                    crate::channel::ChannelError::Refused { .. }
-                    | crate::channel::ChannelError::Trust(_),
-                ) => exit::REFUSED,
-                P::Incompatible { .. }
-                | P::Fetch(crate::fetch::FetchError::SlotTooSmall { .. }) => exit::INCOMPATIBLE,
-                P::Gated { .. } => exit::BLOCKED,
-                P::Switch(crate::switch::SwitchError::RolledBack { .. }) => exit::ROLLED_BACK,
-                P::Fetch(_)
-                | P::Fetches(_)
-                | P::Channel(crate::channel::ChannelError::Fetch(_)) => exit::DOWNLOAD,
-                _ => exit::FAILURE,
-            };
-        }
-    }
-    exit::FAILURE
 }
 
 /// Print `value` as JSON on stdout.

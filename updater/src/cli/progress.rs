@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::fetch::{LogProgress, Progress};
+use crate::remote::fetch::{LogProgress, Progress};
 
 /// Makes one progress sink per download.
 pub struct Factory {

@@ -4,10 +4,12 @@ use chrono::Utc;
 use semver::Version;
 
 use super::{exit, print_json, progress::Factory, runtime};
-use crate::machine::Machine;
-use crate::pull::{pull, Outcome, Session};
-use crate::reboot::{self, RebootOutcome};
-use crate::stage::StageOptions;
+use crate::host::machine::Machine;
+use crate::ops::pull::{pull, Outcome, PullReport};
+use crate::ops::reboot::{self, RebootOutcome};
+use crate::ops::session::Session;
+use crate::ops::stage::{StageOptions, StageReport};
+use crate::rules::window;
 
 /// Options of `pull` and `update`.
 #[derive(Debug, clap::Args)]
@@ -37,7 +39,7 @@ pub fn run(m: Machine, a: &Args, update: bool) -> anyhow::Result<u8> {
     if update && a.unattended && !m.settings.update_jitter.is_zero() {
         // Spread a fleet's checks: a per-machine delay that changes every day.
         let day = Utc::now().timestamp().div_euclid(86_400) as u64;
-        let d = crate::window::jitter(&m.machine_id(), m.settings.update_jitter, day);
+        let d = window::jitter(&m.machine_id(), m.settings.update_jitter, day);
         tracing::info!(delay = ?d, "waiting before checking (UPDATE_JITTER_SECS)");
         std::thread::sleep(d);
     }
@@ -62,12 +64,12 @@ pub fn run(m: Machine, a: &Args, update: bool) -> anyhow::Result<u8> {
                 "OS {} is staged on {} (generation {})",
                 r.release, r.slot, r.generation
             );
-            if update {
-                Some(rt.block_on(reboot::after_stage(&s.machine, &why, now))?)
+            Some(if update {
+                rt.block_on(reboot::after_stage(&s.machine, &why, now))?
             } else {
                 reboot::signal(&s.machine, &why)?;
-                Some(RebootOutcome::Signalled)
-            }
+                RebootOutcome::Signalled
+            })
         }
         Outcome::Extensions(_) => None,
     };
@@ -76,48 +78,50 @@ pub fn run(m: Machine, a: &Args, update: bool) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     match &outcome {
-        Outcome::Staged(r) => {
-            let verb = if r.already_staged {
-                "already staged"
-            } else {
-                "staged"
-            };
-            eprintln!(
-                "upd: OS {} {verb} on {} as generation {} (downloaded {} bytes)",
-                r.release, r.slot, r.generation, r.downloaded
-            );
-            for (n, v) in &r.extensions {
-                eprintln!("upd:   {n} {v}");
-            }
-            for d in &r.dropped {
-                eprintln!("upd:   {d} DROPPED on request");
-            }
-            match reboot {
-                Some(RebootOutcome::Waiting { why }) => {
-                    eprintln!("upd: not rebooting yet: {why}")
-                }
-                Some(RebootOutcome::Rebooting) => eprintln!("upd: rebooting"),
-                _ => eprintln!("upd: reboot to switch (signalled in /run/reboot-required)"),
-            }
-        }
-        Outcome::Extensions(report) => {
-            if report.changed.is_empty() {
-                eprintln!("upd: up to date: release {}", report.release);
-            } else {
-                for (name, (from, to)) in &report.changed {
-                    let f = from.as_deref().unwrap_or("-");
-                    let t = to.as_deref().unwrap_or("-");
-                    eprintln!("upd: {name}: {f} -> {t}");
-                }
-                eprintln!(
-                    "upd: switched to the new set (downloaded {} bytes, resumed {})",
-                    report.downloaded, report.resumed
-                );
-            }
-            for p in &report.problems {
-                eprintln!("upd: warning: kept as is: {p}");
-            }
-        }
+        Outcome::Staged(r) => print_staged(r, reboot.as_ref()),
+        Outcome::Extensions(report) => print_extensions(report),
     }
     Ok(exit::OK)
+}
+
+fn print_staged(r: &StageReport, reboot: Option<&RebootOutcome>) {
+    let verb = if r.already_staged {
+        "already staged"
+    } else {
+        "staged"
+    };
+    eprintln!(
+        "upd: OS {} {verb} on {} as generation {} (downloaded {} bytes)",
+        r.release, r.slot, r.generation, r.downloaded
+    );
+    for (n, v) in &r.extensions {
+        eprintln!("upd:   {n} {v}");
+    }
+    for d in &r.dropped {
+        eprintln!("upd:   {d} DROPPED on request");
+    }
+    match reboot {
+        Some(RebootOutcome::Waiting { why }) => eprintln!("upd: not rebooting yet: {why}"),
+        Some(RebootOutcome::Rebooting) => eprintln!("upd: rebooting"),
+        _ => eprintln!("upd: reboot to switch (signalled in /run/reboot-required)"),
+    }
+}
+
+fn print_extensions(report: &PullReport) {
+    if report.changed.is_empty() {
+        eprintln!("upd: up to date: release {}", report.release);
+    } else {
+        for (name, (from, to)) in &report.changed {
+            let f = from.as_deref().unwrap_or("-");
+            let t = to.as_deref().unwrap_or("-");
+            eprintln!("upd: {name}: {f} -> {t}");
+        }
+        eprintln!(
+            "upd: switched to the new set (downloaded {} bytes, resumed {})",
+            report.downloaded, report.resumed
+        );
+    }
+    for p in &report.problems {
+        eprintln!("upd: warning: kept as is: {p}");
+    }
 }

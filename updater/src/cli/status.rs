@@ -1,11 +1,16 @@
-//! `upd status`: running OS, generations, links, unfinished switch.
+//! `upd status`: running OS, phase, generations, links, unfinished switch. Reads only.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use super::{exit, print_json};
-use crate::lifecycle;
-use crate::machine::Machine;
-use crate::slot::Slots;
+use crate::host::machine::Machine;
+use crate::host::slot::{SlotInfo, Slots};
+use crate::ops::reboot::{last_decision, Decision};
+use crate::ops::release::{last_selection, LastSelection};
+use crate::ops::session::{observe, View};
+use crate::rules::phase::Phase;
 use crate::state::{Generation, State, SwitchJournal};
 
 /// Options of `status`.
@@ -21,83 +26,119 @@ struct Status {
     os_version: Option<String>,
     channel: String,
     highest_serial: Option<u64>,
+    phase: Option<Phase>,
     active: Option<Generation>,
     pending: Option<Generation>,
     previous: Option<Generation>,
     unfinished_switch: Option<SwitchJournal>,
-    links: std::collections::BTreeMap<String, String>,
+    links: BTreeMap<String, String>,
     booted_slot: Option<String>,
-    slots: Vec<crate::slot::SlotInfo>,
+    slots: Vec<SlotInfo>,
     slot_error: Option<String>,
     reboot_needed: Option<String>,
     failed_releases: Vec<String>,
-    last_check: Option<crate::target::LastSelection>,
-    last_reboot_decision: Option<crate::reboot::Decision>,
+    last_check: Option<LastSelection>,
+    last_reboot_decision: Option<Decision>,
 }
 
-/// Run it (reads only; takes no lock).
+/// Run it (reads only; takes no lock, writes nothing).
 pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
-    let state = State::load(&m.state_dir())?;
-    let os_version = m.host().ok().map(|h| h.version.to_string());
-    let mut links = std::collections::BTreeMap::new();
-    let mut names: std::collections::BTreeSet<String> = state
-        .active
-        .iter()
-        .flat_map(|g| g.extensions.keys().cloned())
-        .collect();
-    names.extend(m.settings.extensions.keys().map(|n| n.as_str().to_string()));
-    for n in &names {
-        let shown = match m.current_link(n) {
-            Ok(Some(t)) => t.display().to_string(),
-            Ok(None) => "(none)".into(),
-            Err(e) => format!("(not upd's: {e})"),
-        };
-        links.insert(n.clone(), shown);
+    let v = View::open(m)?;
+    let st = gather(&v.machine, &v.state);
+    if a.json {
+        return print_json(&st).map(|()| exit::OK);
     }
+    print_head(&st);
+    print_generations(&st);
+    Ok(exit::OK)
+}
+
+fn gather(m: &Machine, state: &State) -> Status {
     let (mut booted_slot, mut slots, mut slot_error) = (None, Vec::new(), None);
-    if let Some(sl) = Slots::of(&m) {
+    if let Some(sl) = Slots::of(m) {
         match sl.both() {
             Ok(b) => slots = b.to_vec(),
             Err(e) => slot_error = Some(e.to_string()),
         }
-        match sl.booted(&m) {
+        match sl.booted(m) {
             Ok(b) => booted_slot = Some(b),
             Err(e) => slot_error = Some(e.to_string()),
         }
     }
-    let reboot_needed =
-        lifecycle::reboot_needed(&m, &state).unwrap_or_else(|e| Some(e.to_string()));
-    let st = Status {
-        os_version,
+    let phase = observe(m, state);
+    let reboot_needed = match &phase {
+        Ok(p) => p.reboot_needed().then(|| staged_text(state)),
+        Err(e) => Some(e.to_string()),
+    };
+    Status {
+        os_version: m.host().ok().map(|h| h.version.to_string()),
         channel: m.settings.channel.to_string(),
         highest_serial: state
             .highest_serial
             .get(m.settings.channel.as_str())
             .copied(),
+        phase: phase.ok(),
         active: state.active.clone(),
         pending: state.pending.clone(),
         previous: state.previous.clone(),
         unfinished_switch: state.journal.clone(),
-        links,
+        links: links(m, state),
         booted_slot,
         slots,
         slot_error,
         reboot_needed,
         failed_releases: state.failed_releases.iter().cloned().collect(),
-        last_check: crate::target::last_selection(&m),
-        last_reboot_decision: crate::reboot::last_decision(&m),
-    };
-    if a.json {
-        return print_json(&st).map(|_| exit::OK);
+        last_check: last_selection(m),
+        last_reboot_decision: last_decision(m),
     }
+}
+
+/// Why a reboot is needed: the armed pending generation.
+fn staged_text(state: &State) -> String {
+    let p = state
+        .pending
+        .as_ref()
+        .expect("an armed phase has a pending generation");
+    format!(
+        "generation {} (OS {}) is staged on {} and boots next",
+        p.id,
+        p.os_version,
+        p.slot.as_deref().unwrap_or("?")
+    )
+}
+
+/// Each managed or enabled extension's link, as shown.
+fn links(m: &Machine, state: &State) -> BTreeMap<String, String> {
+    let mut names: BTreeSet<String> = state
+        .active
+        .iter()
+        .flat_map(|g| g.extensions.keys().cloned())
+        .collect();
+    names.extend(m.settings.extensions.keys().map(|n| n.as_str().to_string()));
+    names
+        .into_iter()
+        .map(|n| {
+            let shown = match m.current_link(&n) {
+                Ok(Some(t)) => t.display().to_string(),
+                Ok(None) => "(none)".into(),
+                Err(e) => format!("(not upd's: {e})"),
+            };
+            (n, shown)
+        })
+        .collect()
+}
+
+fn print_head(st: &Status) {
     println!(
         "OS: {}  channel: {}  manifest serial: {}",
         st.os_version.as_deref().unwrap_or("unknown"),
         st.channel,
         st.highest_serial
-            .map(|s| s.to_string())
-            .unwrap_or("-".into())
+            .map_or_else(|| "-".into(), |s| s.to_string())
     );
+    if let Some(p) = &st.phase {
+        println!("phase: {}", phase_text(*p));
+    }
     if let Some(b) = &st.booted_slot {
         println!("booted slot: {b}");
     }
@@ -138,28 +179,46 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
             st.failed_releases.join(", ")
         );
     }
+}
+
+fn phase_text(p: Phase) -> &'static str {
+    match p {
+        Phase::Idle => "idle",
+        Phase::Switching => {
+            "an extension switch was cut short (the next upd run finishes or undoes it)"
+        }
+        Phase::Staged { armed: true } => "a new OS is staged and boots next",
+        Phase::Staged { armed: false } => {
+            "a new OS is staged but not armed (the next pull re-arms it)"
+        }
+        Phase::BootedPending => "the new OS booted; waiting for `upd mark-good`",
+        Phase::WrongOs => "the pending slot booted another OS (upd boot marks it failed)",
+        Phase::FellBack => "the boot loader fell back from the new OS (upd boot marks it failed)",
+    }
+}
+
+fn print_generations(st: &Status) {
     for (label, g) in [
         ("active", &st.active),
         ("pending", &st.pending),
         ("previous", &st.previous),
     ] {
-        match g {
-            Some(g) => {
-                println!(
-                    "{label}: generation {} (OS {}{}, {})",
-                    g.id,
-                    g.os_version,
-                    g.slot
-                        .as_deref()
-                        .map(|s| format!(" on {s}"))
-                        .unwrap_or_default(),
-                    g.created.format("%Y-%m-%d %H:%M UTC")
-                );
-                for (n, e) in &g.extensions {
-                    println!("    {n} {} [{}]", e.version, &e.sha256[..12]);
-                }
-            }
-            None => println!("{label}: none"),
+        let Some(g) = g else {
+            println!("{label}: none");
+            continue;
+        };
+        println!(
+            "{label}: generation {} (OS {}{}, {})",
+            g.id,
+            g.os_version,
+            g.slot
+                .as_deref()
+                .map(|s| format!(" on {s}"))
+                .unwrap_or_default(),
+            g.created.format("%Y-%m-%d %H:%M UTC")
+        );
+        for (n, e) in &g.extensions {
+            println!("    {n} {} [{}]", e.version, &e.sha256[..12]);
         }
     }
     if let Some(j) = &st.unfinished_switch {
@@ -168,5 +227,4 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
     for (n, t) in &st.links {
         println!("link {n}.raw -> {t}");
     }
-    Ok(exit::OK)
 }

@@ -22,6 +22,8 @@ pub const SCHEMA: u32 = 1;
 pub const STATE_FILE: &str = "state.json";
 /// How many history entries are kept (oldest dropped first).
 pub const HISTORY_LIMIT: usize = 50;
+/// Most retired generations remembered (the highest `RETENTION`).
+pub const RETIRED_LIMIT: usize = 32;
 
 /// What can go wrong loading, saving or changing the state.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,10 @@ pub struct State {
     /// The highest generation id ever handed out, so that ids never repeat.
     #[serde(default)]
     pub last_generation_id: u64,
+    /// Generations that left `previous`, newest first, at most [`RETIRED_LIMIT`]: never booted
+    /// again, but `RETENTION` keeps the images of the newest ones in the store.
+    #[serde(default)]
+    pub retired: Vec<Generation>,
 }
 
 /// One OS version plus the exact extension builds that go with it; never mutated once made.
@@ -183,6 +189,7 @@ impl Default for State {
             failed_releases: BTreeSet::new(),
             history: Vec::new(),
             last_generation_id: 0,
+            retired: Vec::new(),
         }
     }
 }

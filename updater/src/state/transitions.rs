@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Event, Generation, LinkSet, State, SwitchJournal};
+use super::{Event, Generation, LinkSet, State, SwitchJournal, RETIRED_LIMIT};
 
 /// How far a journaled link switch got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,7 +153,8 @@ impl State {
         }
         let target = self.journal.take().expect("checked").target;
         self.push_history(now, Event::Switched, &target);
-        self.previous = self.active.replace(target);
+        let active = self.active.replace(target);
+        self.replace_previous(active);
         Ok(())
     }
 
@@ -215,7 +216,8 @@ impl State {
             .take()
             .ok_or_else(|| refuse(ACTION, "none is pending"))?;
         self.push_history(now, Event::Promoted, &g);
-        self.previous = self.active.replace(g);
+        let active = self.active.replace(g);
+        self.replace_previous(active);
         Ok(())
     }
 
@@ -252,5 +254,19 @@ impl State {
         self.failed_releases.insert(g.os_version.clone());
         self.push_history(now, Event::Failed, &g);
         Ok(g)
+    }
+
+    /// Make `g` the previous generation; the one it replaces is retired (newest first, at most
+    /// [`RETIRED_LIMIT`]), unless it is the same generation.
+    pub fn replace_previous(&mut self, g: Option<Generation>) {
+        let old = std::mem::replace(&mut self.previous, g);
+        if let Some(old) = old {
+            let again = |x: &Generation| Some(x.id) == self.previous.as_ref().map(|p| p.id);
+            if !again(&old) && self.active.as_ref().map(|a| a.id) != Some(old.id) {
+                self.retired.retain(|r| r.id != old.id);
+                self.retired.insert(0, old);
+                self.retired.truncate(RETIRED_LIMIT);
+            }
+        }
     }
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use upd_channels::image;
 
-use crate::failpoint;
-use crate::machine::{Machine, MachineError};
+use crate::host::failpoint;
+use crate::host::machine::{Machine, MachineError};
+use crate::host::sysext::{compare_merged, merged_set, SysextError, RELEASE_DIR};
 use crate::state::{Generation, LinkSet, State, StateError, SwitchPhase, TransitionError};
-use crate::sysext::{compare_merged, merged_set, SysextError, RELEASE_DIR};
 
 /// Why a switch failed.
 #[derive(Debug, thiserror::Error)]

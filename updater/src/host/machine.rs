@@ -9,8 +9,8 @@ use upd_channels::osrelease::{native_architecture, HostIdentity, OsRelease};
 
 use crate::config::{Root, Settings};
 use crate::fsutil::PathError;
+use crate::host::sysext::Sysext;
 use crate::state::LinkSet;
-use crate::sysext::Sysext;
 
 /// What went wrong reading the machine itself.
 #[derive(Debug, thiserror::Error)]

@@ -11,14 +11,17 @@ use serde::Serialize;
 use upd_channels::manifest::{OsIdentity, Release};
 use upd_channels::osrelease::{native_architecture, HostIdentity};
 
-use crate::channel;
-use crate::failpoint;
-use crate::fetch::Progress;
-use crate::machine::os_version;
-use crate::plan::{self, Plan};
-use crate::pull::{check_images, download, fetcher, store_file_name, wanted, PullError, Session};
-use crate::slot::{SlotInfo, Slots};
-use crate::state::{ExtImage, Generation, StateError};
+use upd_channels::builds::{self, Plan};
+
+use crate::host::failpoint;
+use crate::host::machine::{os_version, Machine};
+use crate::host::slot::{SlotError, SlotInfo, Slots};
+use crate::ops::session::{self, wanted, Session};
+use crate::ops::store::{self, check_images, store_file_name, Downloaded};
+use crate::ops::Error;
+use crate::remote::channel;
+use crate::remote::fetch::Progress;
+use crate::state::{ExtImage, Generation};
 
 /// What the operator asked for besides the release.
 #[derive(Debug, Clone, Default)]
@@ -51,14 +54,13 @@ pub struct StageReport {
 /// The plan for `release` on the host its manifest entry declares, with `drop` left out; refused
 /// (naming every blocking extension) unless every other enabled extension has a build that merges.
 pub fn gate(
-    s: &Session,
+    m: &Machine,
     release: &Release,
     drop: &[String],
-) -> Result<(Plan, HostIdentity), PullError> {
-    let m = &s.machine;
+) -> Result<(Plan, HostIdentity), Error> {
     for d in drop {
         if !m.settings.extension_enabled(d) {
-            return Err(PullError::NotEnabled(d.clone()));
+            return Err(Error::NotEnabled(d.clone()));
         }
     }
     let upcoming = release.os.identity.to_host();
@@ -66,10 +68,10 @@ pub fn gate(
         .into_iter()
         .filter(|w| !drop.contains(&w.name))
         .collect();
-    let plan = plan::plan(release, &upcoming, &wanted);
+    let plan = builds::plan(release, &upcoming, &wanted);
     let blockers: Vec<String> = plan.blocked().filter_map(|c| c.problem.clone()).collect();
     if !blockers.is_empty() {
-        return Err(PullError::Gated {
+        return Err(Error::Gated {
             release: release.version.to_string(),
             blockers,
         });
@@ -78,13 +80,17 @@ pub fn gate(
 }
 
 /// Stage `release` (another OS version than the running one) into the inactive slot.
+///
+/// Order: drop a superseded pending generation → gate → forget a previous generation on the
+/// target slot (saved) → disarm the slot → stream the OS image and the extension builds → read
+/// back and check from inside → record the pending generation (saved) → arm the slot.
 pub async fn stage(
     s: &mut Session,
     release: &Release,
     opts: &StageOptions,
     progress: &dyn Fn() -> Arc<dyn Progress>,
     now: DateTime<Utc>,
-) -> Result<StageReport, PullError> {
+) -> Result<StageReport, Error> {
     let m = s.machine.clone();
     let slots = Slots::require(&m)?;
     let booted = slots.booted(&m)?;
@@ -110,27 +116,62 @@ pub async fn stage(
         if let Some(l) = &p.slot {
             slots.disarm(l)?;
         }
-        s.state.drop_pending(now).map_err(StateError::from)?;
+        s.state.drop_pending(now)?;
         s.state.save(&m.state_dir())?;
     }
-    let (plan, _) = gate(s, release, &opts.drop_extensions)?;
+    let (plan, _) = gate(&m, release, &opts.drop_extensions)?;
     // The target slot is about to be overwritten: no generation may point at it any more.
     if s.state.previous.as_ref().and_then(|p| p.slot.as_deref()) == Some(target.as_str()) {
-        s.state.previous = None;
+        s.state.replace_previous(None);
     }
     s.state.save(&m.state_dir())?;
     slots.disarm(&target)?;
     failpoint::hit("stage-disarmed");
-
     let slot = slots.slot(&target)?;
-    let fetcher = fetcher(&m)?;
-    let server = channel::server(&m)?;
+    report.downloaded = write_slot(&m, &slots, &slot, release, &plan, progress).await?;
+    let gen = Generation {
+        id: s.state.next_generation_id(),
+        os_version: report.release.clone(),
+        slot: Some(target.clone()),
+        extensions: plan
+            .chosen()
+            .map(|b| (b.name.to_string(), ExtImage::of(b, store_file_name(b))))
+            .collect(),
+        created: now,
+    };
+    report.generation = gen.id;
+    report.extensions = versions(&gen);
+    // The running generation predates A/B tracking: it lives on the booted slot.
+    if let Some(a) = s.state.active.as_mut().filter(|a| a.slot.is_none()) {
+        a.slot = Some(booted.clone());
+    }
+    s.state.set_pending(gen, now)?;
+    s.state.save(&m.state_dir())?;
+    failpoint::hit("stage-pending");
+    slots.arm(&target)?;
+    failpoint::hit("stage-armed");
+    tracing::info!(release = %release.version, slot = %target, "staged; reboot to switch");
+    Ok(report)
+}
+
+/// Stream the OS image into `slot` and the plan's extension builds into the store, side by
+/// side, then read the slot back and check everything from inside against the upcoming host.
+/// On a refusal the builds fetched here are removed again. Returns the bytes received.
+async fn write_slot(
+    m: &Machine,
+    slots: &Slots,
+    slot: &SlotInfo,
+    release: &Release,
+    plan: &Plan,
+    progress: &dyn Fn() -> Arc<dyn Progress>,
+) -> Result<u64, Error> {
+    let fetcher = session::fetcher(m)?;
     let os = &release.os.image;
-    let os_url = os.path.url_under(&server);
+    let os_url = os.path.url_under(&channel::server(m)?);
     let os_progress = progress();
-    let mut ext_report = crate::pull::PullReport::empty(&report.release);
+    let mut moved = Downloaded::default();
     let (exts, os_fetch) = tokio::join!(
-        download(&m, &fetcher, &plan, progress, &mut ext_report),
+        store::download(m, &fetcher, plan, progress, &mut moved),
         fetcher.fetch_into_slot(
             &os_url,
             &slots.disk,
@@ -143,40 +184,14 @@ pub async fn stage(
     );
     let new_files = exts?;
     let fetched = os_fetch?;
-    report.downloaded = fetched.bytes_downloaded + ext_report.downloaded;
     failpoint::hit("stage-written");
-    if let Err(e) = check_staged(&slots, &slot, release, &plan, &m) {
+    if let Err(e) = check_staged(slots, slot, release, plan, m) {
         for f in new_files {
             let _ = fs::remove_file(f);
         }
         return Err(e);
     }
-
-    let id = s.state.next_generation_id();
-    let exts: BTreeMap<String, ExtImage> = plan
-        .chosen()
-        .map(|b| (b.name.to_string(), ExtImage::of(b, store_file_name(b))))
-        .collect();
-    let gen = Generation {
-        id,
-        os_version: report.release.clone(),
-        slot: Some(target.clone()),
-        extensions: exts,
-        created: now,
-    };
-    report.generation = id;
-    report.extensions = versions(&gen);
-    // The running generation predates A/B tracking: it lives on the booted slot.
-    if let Some(a) = s.state.active.as_mut().filter(|a| a.slot.is_none()) {
-        a.slot = Some(booted.clone());
-    }
-    s.state.set_pending(gen, now).map_err(StateError::from)?;
-    s.state.save(&m.state_dir())?;
-    failpoint::hit("stage-pending");
-    slots.arm(&target)?;
-    failpoint::hit("stage-armed");
-    tracing::info!(release = %release.version, slot = %target, "staged; reboot to switch");
-    Ok(report)
+    Ok(fetched.bytes_downloaded + moved.bytes)
 }
 
 /// Read the slot back and check the upcoming host from inside it, then every chosen extension
@@ -186,11 +201,11 @@ fn check_staged(
     slot: &SlotInfo,
     release: &Release,
     plan: &Plan,
-    m: &crate::machine::Machine,
-) -> Result<(), PullError> {
+    m: &Machine,
+) -> Result<(), Error> {
     verify_slot(slots, slot, release)?;
     let osr = slots.os_release(slot)?;
-    let bad = |why: String| PullError::Incompatible {
+    let bad = |why: String| Error::Incompatible {
         path: slots.disk.join(format!("[slot {}]", slot.label)),
         why,
     };
@@ -215,11 +230,11 @@ fn check_staged(
 }
 
 /// The slot's first `size` bytes must hash to the signed image's SHA-256.
-fn verify_slot(slots: &Slots, slot: &SlotInfo, release: &Release) -> Result<(), PullError> {
+fn verify_slot(slots: &Slots, slot: &SlotInfo, release: &Release) -> Result<(), Error> {
     let os = &release.os.image;
     let got = slots.read_back(slot, os.size)?;
     if got != os.sha256.0 {
-        return Err(crate::slot::SlotError::ReadBack {
+        return Err(SlotError::ReadBack {
             label: slot.label.clone(),
             disk: slots.disk.clone(),
             expected: os.sha256.to_hex(),
@@ -232,7 +247,7 @@ fn verify_slot(slots: &Slots, slot: &SlotInfo, release: &Release) -> Result<(), 
 
 /// A pending generation whose slot lost its boot priority (cut short between recording and
 /// arming): verify the slot again and arm it.
-fn rearm(slots: &Slots, label: &str, release: &Release) -> Result<(), PullError> {
+fn rearm(slots: &Slots, label: &str, release: &Release) -> Result<(), Error> {
     let slot = slots.slot(label)?;
     if slot.prio.priority > 0 {
         return Ok(());

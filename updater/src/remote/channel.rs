@@ -8,11 +8,11 @@ use upd_channels::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use upd_channels::name::Name;
 use upd_channels::verify::{verify_manifest, Expect, ManifestError};
 
-use crate::fetch::{FetchError, Fetcher, ManifestFetch};
 use crate::fsutil::{atomic_write, PathError};
-use crate::machine::Machine;
+use crate::host::machine::Machine;
+use crate::remote::fetch::{FetchError, Fetcher, ManifestFetch};
+use crate::remote::trust::{self, Rotated, TrustError};
 use crate::state::State;
-use crate::trust::{self, TrustError};
 
 /// Why the channel could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +43,19 @@ pub enum ChannelError {
     Io(#[from] PathError),
 }
 
-/// A verified manifest and how it was obtained.
+/// A verified manifest and how it was obtained; nothing is written until [`commit`].
 #[derive(Debug)]
 pub struct Fetched {
     /// The manifest, parsed from the exact verified bytes.
     pub manifest: Manifest,
     /// Whether the server said nothing changed.
     pub not_modified: bool,
+    /// The exact verified bytes (to cache).
+    bytes: Vec<u8>,
+    /// The server's ETag for them.
+    etag: Option<String>,
+    /// Roots accepted by rotation on the way.
+    rotated: Rotated,
 }
 
 /// The base URL of the channel repository.
@@ -58,18 +64,19 @@ pub fn server(m: &Machine) -> Result<String, ChannelError> {
     Ok(s.as_str().trim_end_matches('/').to_string())
 }
 
-/// Check the channel: follow root rotations, conditional GET of the manifest, verify it, record
-/// its serial and ETag in `state` (in memory; the caller commits) and cache the verified bytes.
+/// Check the channel: follow root rotations, conditional GET of the manifest, and verify it
+/// against the trusted root and the highest serial `state` has seen. Reads only; [`commit`]
+/// records what a command that acts on it must remember.
 pub async fn fetch_verified(
     m: &Machine,
-    state: &mut State,
+    state: &State,
     fetcher: &Fetcher,
     now: DateTime<Utc>,
 ) -> Result<Fetched, ChannelError> {
     let server = server(m)?;
     let state_dir = m.state_dir();
     let root = trust::load(&m.settings.keys_dir(&m.root), &state_dir, now)?;
-    let root = trust::update(root, fetcher, &server, &state_dir, now).await?;
+    let (root, rotated) = trust::update(root, fetcher, &server, now).await?;
     let channel: &Name = &m.settings.channel;
     let url = format!("{server}/channels/{channel}/manifest.json");
     let cache = state_dir.join("manifest.json");
@@ -94,16 +101,28 @@ pub async fn fetch_verified(
             url: url.clone(),
             source,
         })?;
-    state
-        .record_serial(channel.as_str(), manifest.serial)
-        .expect("verify_manifest checked the serial");
-    if !not_modified {
-        atomic_write(&cache, &bytes, 0o644)?;
-        state.manifest_etag = new_etag;
-    }
     tracing::info!(channel = %channel, serial = manifest.serial, not_modified, "manifest verified");
     Ok(Fetched {
         manifest,
         not_modified,
+        bytes,
+        etag: new_etag,
+        rotated,
     })
+}
+
+/// Remember a verified check: cache the rotated roots and the manifest bytes, and record the
+/// serial and ETag in `state` (in memory; the caller saves it), so that a replayed older
+/// manifest is refused from now on.
+pub fn commit(m: &Machine, state: &mut State, fetched: &Fetched) -> Result<(), ChannelError> {
+    let state_dir = m.state_dir();
+    trust::store_rotated(&state_dir, &fetched.rotated)?;
+    state
+        .record_serial(m.settings.channel.as_str(), fetched.manifest.serial)
+        .expect("verify_manifest checked the serial");
+    if !fetched.not_modified {
+        atomic_write(&state_dir.join("manifest.json"), &fetched.bytes, 0o644)?;
+        state.manifest_etag.clone_from(&fetched.etag);
+    }
+    Ok(())
 }

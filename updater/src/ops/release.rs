@@ -7,16 +7,19 @@ use std::fs;
 use chrono::{DateTime, Utc};
 use semver::Version;
 use upd_channels::manifest::{Manifest, Release};
+use upd_channels::select;
 
-use crate::machine::{Host, Machine};
-use crate::pull::{running_release, PullError, Session};
-use crate::select;
-use crate::slot::Slots;
-use crate::state::{State, StateError};
+use crate::host::machine::{Host, Machine};
+use crate::host::slot::Slots;
+use crate::ops::reboot;
+use crate::ops::session::{known_releases, running_release, Session};
+use crate::ops::Error;
+use crate::state::State;
 
 /// The OS release `upd pull` goes to: `version` if given (waves bypassed, never signatures; an
 /// older one only with `allow_downgrade`); else the safe release the publisher directs machines
-/// on a withdrawn release to; else the newest eligible one; else the running one.
+/// on a withdrawn release to; else the newest eligible one; else the running one. Also returns
+/// the selection it made on its own (`None` for an explicit version or without OS slots).
 pub fn target_release<'a>(
     s: &Session,
     manifest: &'a Manifest,
@@ -24,92 +27,89 @@ pub fn target_release<'a>(
     version: Option<&Version>,
     allow_downgrade: bool,
     now: DateTime<Utc>,
-) -> Result<&'a Release, PullError> {
+) -> Result<(&'a Release, Option<Next<'a>>), Error> {
     if let Some(v) = version {
-        let r = manifest
-            .release(v)
-            .ok_or_else(|| PullError::NoSuchRelease {
-                version: v.clone(),
-                channel: manifest.channel.to_string(),
-                known: known(manifest),
-            })?;
-        if r.withdrawn && *v != host.version {
-            return Err(PullError::Withdrawn(v.clone()));
-        }
-        if *v < host.version && !allow_downgrade {
-            return Err(PullError::Downgrade {
-                version: v.clone(),
-                running: host.version.clone(),
-            });
-        }
-        return Ok(r);
+        return Ok((asked_for(manifest, host, v, allow_downgrade)?, None));
     }
-    let next = next_release(&s.machine, &s.state, manifest, &host.version, now);
+    let Some(next) = next_release(&s.machine, &s.state, manifest, &host.version, now) else {
+        return Ok((running_release(manifest, host)?, None));
+    };
     for k in &next.skipped {
         tracing::info!(release = %k.version, why = %k.why, "passed over");
     }
-    match next.release {
+    let release = match next.release {
         Some(r) => {
             if next.redirected {
                 tracing::warn!(running = %host.version, to = %r.version, "the running release is withdrawn; the signed manifest directs this machine to a safe release");
             }
-            Ok(r)
+            r
         }
-        None => running_release(manifest, host),
+        None => running_release(manifest, host)?,
+    };
+    Ok((release, Some(next)))
+}
+
+/// The release an operator named: in the channel, not withdrawn (unless running), not older
+/// than the running one unless `allow_downgrade`.
+fn asked_for<'a>(
+    manifest: &'a Manifest,
+    host: &Host,
+    v: &Version,
+    allow_downgrade: bool,
+) -> Result<&'a Release, Error> {
+    let r = manifest.release(v).ok_or_else(|| Error::NoSuchRelease {
+        version: v.clone(),
+        channel: manifest.channel.to_string(),
+        known: known_releases(manifest),
+    })?;
+    if r.withdrawn && *v != host.version {
+        return Err(Error::Withdrawn(v.clone()));
     }
+    if *v < host.version && !allow_downgrade {
+        return Err(Error::Downgrade {
+            version: v.clone(),
+            running: host.version.clone(),
+        });
+    }
+    Ok(r)
 }
 
 /// The OS release this machine moves to on its own, as `pull` and `check` see it.
 #[derive(Debug)]
 pub struct Next<'a> {
-    /// The release (`None`: stay; always `None` without OS slots).
+    /// The release (`None`: stay).
     pub release: Option<&'a Release>,
     /// It is the safe release the publisher directs machines on the withdrawn running one to.
     pub redirected: bool,
+    /// What the waves, failed releases and barriers chose (before any redirect).
+    pub selected: Option<&'a Release>,
     /// Newer releases passed over, and why.
     pub skipped: Vec<select::Skipped>,
 }
 
 /// The publisher's signed redirect away from a withdrawn running release, else the newest
-/// eligible release (failed releases, waves, wariness, pause, barriers; recorded for `status`).
+/// eligible release (failed releases, waves, wariness, pause, barriers). `None` without OS
+/// slots: such a machine only follows its running release. Reads only.
 pub fn next_release<'a>(
     m: &Machine,
     state: &State,
     manifest: &'a Manifest,
     running: &Version,
     now: DateTime<Utc>,
-) -> Next<'a> {
-    if Slots::of(m).is_none() {
-        return Next {
-            release: None,
-            redirected: false,
-            skipped: Vec::new(),
-        };
-    }
-    let sel = select_for(m, state, manifest, running, now);
-    let redirect = select::redirect(manifest, running);
-    Next {
-        redirected: redirect.is_some(),
-        release: redirect.or(sel.target),
-        skipped: sel.skipped,
-    }
-}
-
-/// [`select::select`] for this machine: its failed releases, rollout waves and wariness.
-pub fn select_for<'a>(
-    m: &Machine,
-    state: &State,
-    manifest: &'a Manifest,
-    running: &Version,
-    now: DateTime<Utc>,
-) -> select::Selection<'a> {
+) -> Option<Next<'a>> {
+    Slots::of(m)?;
     let id = m.machine_id();
     let channel = manifest.channel.to_string();
     let sel = select::select(manifest, running, &state.failed_releases, |r| {
         select::wave_check(r, &id, &channel, m.settings.wariness, now)
     });
-    record_selection(m, &sel, now);
-    sel
+    let redirect = select::redirect(manifest, running);
+    Some(Next {
+        redirected: redirect.is_some(),
+        release: redirect.or(sel.target),
+        selected: sel.target,
+        skipped: sel.skipped,
+    })
 }
 
 /// The file keeping the last selection, for `upd status`.
@@ -126,11 +126,12 @@ pub struct LastSelection {
     pub passed_over: Vec<select::Skipped>,
 }
 
-fn record_selection(m: &Machine, sel: &select::Selection<'_>, now: DateTime<Utc>) {
+/// Record what `next` chose, for `upd status` (a failure to write is only logged).
+pub fn record_selection(m: &Machine, next: &Next<'_>, now: DateTime<Utc>) {
     let rec = LastSelection {
         at: now,
-        target: sel.target.map(|r| r.version.to_string()),
-        passed_over: sel.skipped.clone(),
+        target: next.selected.map(|r| r.version.to_string()),
+        passed_over: next.skipped.clone(),
     };
     let bytes = serde_json::to_vec_pretty(&rec).expect("plain struct");
     let path = m.state_dir().join(SELECTION_FILE);
@@ -139,7 +140,7 @@ fn record_selection(m: &Machine, sel: &select::Selection<'_>, now: DateTime<Utc>
     }
 }
 
-/// The last selection recorded by `check`, `pull` or `update`.
+/// The last selection recorded by `pull` or `update`.
 pub fn last_selection(m: &Machine) -> Option<LastSelection> {
     serde_json::from_slice(&fs::read(m.state_dir().join(SELECTION_FILE)).ok()?).ok()
 }
@@ -150,7 +151,7 @@ pub fn drop_withdrawn(
     s: &mut Session,
     manifest: &Manifest,
     now: DateTime<Utc>,
-) -> Result<Option<String>, PullError> {
+) -> Result<Option<String>, Error> {
     let Some(p) = s.state.pending.clone() else {
         return Ok(None);
     };
@@ -163,24 +164,15 @@ pub fn drop_withdrawn(
     let Some(slots) = Slots::of(&s.machine).filter(|_| withdrawn) else {
         return Ok(None);
     };
-    if p.slot.as_deref() == Some(slots.booted(&s.machine)?.as_str()) {
+    if s.phase()?.pending_booted() {
         return Ok(None); // already running it: the redirect, not a drop, moves it away
     }
     if let Some(l) = &p.slot {
         slots.disarm(l)?;
     }
-    s.state.drop_pending(now).map_err(StateError::from)?;
+    s.state.drop_pending(now)?;
     s.state.save(&s.machine.state_dir())?;
-    crate::reboot::clear_signal(&s.machine);
+    reboot::clear_signal(&s.machine);
     tracing::warn!(release = %p.os_version, "the staged release was withdrawn by the publisher; dropped it");
     Ok(Some(p.os_version))
-}
-
-fn known(manifest: &Manifest) -> String {
-    manifest
-        .releases
-        .iter()
-        .map(|r| r.version.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -8,11 +8,41 @@ use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 
 use crate::config::RebootStrategy;
-use crate::fsutil::atomic_write;
-use crate::machine::Machine;
-use crate::pull::PullError;
-use crate::rebootlock::{EtcdLock, FleetLock, Outcome, RebootLockError};
-use crate::window::Window;
+use crate::fsutil::{atomic_write, PathError};
+use crate::host::machine::Machine;
+use crate::remote::rebootlock::{EtcdLock, FleetLock, Outcome, RebootLockError};
+use crate::rules::window::Window;
+
+/// Why the reboot strategy could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RebootError {
+    /// `REBOOT_COMMAND` has no program.
+    #[error("REBOOT_COMMAND is empty")]
+    NoCommand,
+    /// The reboot command could not be started.
+    #[error("running {command}: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reboot command failed.
+    #[error("{command} exited with {status}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+    },
+    /// Giving back the fleet's reboot slot failed.
+    #[error("releasing the reboot lock: {0}")]
+    Release(#[source] RebootLockError),
+    /// Writing the reboot signal.
+    #[error(transparent)]
+    Io(#[from] PathError),
+}
 
 /// The file kured and Debian's tools watch for "this machine needs a reboot".
 pub const REBOOT_REQUIRED: &str = "/run/reboot-required";
@@ -33,11 +63,10 @@ pub enum RebootOutcome {
 }
 
 /// Write `ROOT/run/reboot-required` (and `.pkgs`) saying why.
-pub fn signal(m: &Machine, why: &str) -> Result<(), PullError> {
+pub fn signal(m: &Machine, why: &str) -> Result<(), RebootError> {
     let path = m.root.join(std::path::Path::new(REBOOT_REQUIRED));
     if let Some(d) = path.parent() {
-        fs::create_dir_all(d)
-            .map_err(|e| crate::fsutil::PathError::new("create directory", d, e))?;
+        fs::create_dir_all(d).map_err(|e| PathError::new("create directory", d, e))?;
     }
     atomic_write(
         &path,
@@ -60,21 +89,20 @@ pub fn clear_signal(m: &Machine) {
 }
 
 /// Run `REBOOT_COMMAND`.
-pub fn reboot_now(m: &Machine) -> Result<(), PullError> {
+pub fn reboot_now(m: &Machine) -> Result<(), RebootError> {
     let cmd = &m.settings.reboot_command;
-    let (prog, args) = cmd
-        .split_first()
-        .ok_or_else(|| PullError::Reboot("REBOOT_COMMAND is empty".into()))?;
-    tracing::warn!(command = %cmd.join(" "), "rebooting into the staged OS");
-    let st = Command::new(prog)
+    let (prog, args) = cmd.split_first().ok_or(RebootError::NoCommand)?;
+    let command = cmd.join(" ");
+    tracing::warn!(%command, "rebooting into the staged OS");
+    let status = Command::new(prog)
         .args(args)
         .status()
-        .map_err(|e| PullError::Reboot(format!("running {}: {e}", cmd.join(" "))))?;
-    if !st.success() {
-        return Err(PullError::Reboot(format!(
-            "{} exited with {st}",
-            cmd.join(" ")
-        )));
+        .map_err(|source| RebootError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !status.success() {
+        return Err(RebootError::Failed { command, status });
     }
     Ok(())
 }
@@ -125,7 +153,7 @@ pub async fn after_stage(
     m: &Machine,
     why: &str,
     now: DateTime<Utc>,
-) -> Result<RebootOutcome, PullError> {
+) -> Result<RebootOutcome, RebootError> {
     signal(m, why)?;
     let s = &m.settings;
     let go = match s.reboot_strategy {
@@ -237,12 +265,10 @@ async fn acquire(m: &Machine) -> Result<Outcome, RebootLockError> {
 
 /// After a boot was marked good: clear the reboot signal and give back the fleet's reboot slot,
 /// if the strategy takes one (releasing a slot not held is harmless).
-pub async fn after_good(m: &Machine) -> Result<(), PullError> {
+pub async fn after_good(m: &Machine) -> Result<(), RebootError> {
     clear_signal(m);
     let Some(lock) = Lock::of(m) else {
         return Ok(());
     };
-    lock.release()
-        .await
-        .map_err(|e| PullError::Reboot(format!("releasing the reboot lock: {e}")))
+    lock.release().await.map_err(RebootError::Release)
 }

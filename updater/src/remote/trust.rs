@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use upd_keys::{KeyError, TrustedRoot, MAX_ROOT_LEN};
 
-use crate::fetch::{FetchError, Fetcher, ManifestFetch};
 use crate::fsutil::{atomic_write, PathError};
+use crate::remote::fetch::{FetchError, Fetcher, ManifestFetch};
 
 /// Why no trusted root could be established.
 #[derive(Debug, thiserror::Error)]
@@ -66,14 +66,18 @@ pub fn load(
     Ok(root)
 }
 
-/// Follow the server's root rotations (`SERVER/roots/N+1.root.json` until 404), caching each accepted one.
+/// Roots accepted by rotation in one check, not yet cached: (version, exact bytes).
+pub type Rotated = Vec<(u64, Vec<u8>)>;
+
+/// Follow the server's root rotations (`SERVER/roots/N+1.root.json` until 404); returns the
+/// newest trusted root and the rotated roots to cache with [`store_rotated`] once the check is committed.
 pub async fn update(
     mut root: TrustedRoot,
     fetcher: &Fetcher,
     server: &str,
-    state_dir: &Path,
     now: DateTime<Utc>,
-) -> Result<TrustedRoot, TrustError> {
+) -> Result<(TrustedRoot, Rotated), TrustError> {
+    let mut rotated = Rotated::new();
     for _ in 0..64 {
         let n = root.version() + 1;
         let url = format!("{}/roots/{n}.root.json", server.trim_end_matches('/'));
@@ -91,17 +95,25 @@ pub async fn update(
                 what: url.clone(),
                 source,
             })?;
-        atomic_write(
-            &state_dir.join("roots").join(format!("{n}.root.json")),
-            &bytes,
-            0o644,
-        )?;
         tracing::info!(version = n, "accepted a rotated root");
+        rotated.push((n, bytes));
     }
     root.check_not_expired(now)
         .map_err(|source| TrustError::Refused {
             what: format!("version {}", root.version()),
             source,
         })?;
-    Ok(root)
+    Ok((root, rotated))
+}
+
+/// Cache rotated roots as `roots/N.root.json` in the state directory, where [`load`] finds them.
+pub fn store_rotated(state_dir: &Path, rotated: &Rotated) -> Result<(), PathError> {
+    for (n, bytes) in rotated {
+        atomic_write(
+            &state_dir.join("roots").join(format!("{n}.root.json")),
+            bytes,
+            0o644,
+        )?;
+    }
+    Ok(())
 }

@@ -1,20 +1,23 @@
-//! Why a pull, stage, boot, mark-good or rollback stopped: every variant says what and why.
+//! Why an operation (pull, stage, switch, boot, mark-good, rollback, gc) stopped: every variant
+//! says what and why; `cli::exit` maps each to its documented exit code.
 
 use std::path::PathBuf;
 
 use semver::Version;
 
-use crate::channel::ChannelError;
-use crate::fetch::FetchError;
 use crate::fsutil::PathError;
-use crate::lock::LockError;
-use crate::machine::MachineError;
-use crate::state::StateError;
-use crate::switch::SwitchError;
+use crate::host::lock::LockError;
+use crate::host::machine::MachineError;
+use crate::host::slot::SlotError;
+use crate::ops::reboot::RebootError;
+use crate::ops::switch::SwitchError;
+use crate::remote::channel::ChannelError;
+use crate::remote::fetch::FetchError;
+use crate::state::{StateError, TransitionError};
 
-/// Why a pull or check stopped; the machine is left as it was (or on the complete new set).
+/// Why an operation stopped; the machine is left as it was (or on the complete new set).
 #[derive(Debug, thiserror::Error)]
-pub enum PullError {
+pub enum Error {
     /// Another upd holds the lock.
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -47,7 +50,7 @@ pub enum PullError {
     },
     /// The OS slots.
     #[error(transparent)]
-    Slot(#[from] crate::slot::SlotError),
+    Slot(#[from] SlotError),
     /// An OS release some enabled extension has no merging build for.
     #[error("OS release {release} is not staged: {}; an extension can be left out on purpose with --drop-extension NAME", .blockers.join("; "))]
     Gated {
@@ -70,7 +73,7 @@ pub enum PullError {
     NoRollback(String),
     /// The reboot strategy could not run.
     #[error("reboot: {0}")]
-    Reboot(String),
+    Reboot(#[from] RebootError),
     /// The release asked for is not in the manifest.
     #[error("release {version} is not in channel '{channel}' (releases: {known})")]
     NoSuchRelease {
@@ -106,4 +109,10 @@ pub enum PullError {
     /// File system.
     #[error(transparent)]
     Io(#[from] PathError),
+}
+
+impl From<TransitionError> for Error {
+    fn from(e: TransitionError) -> Self {
+        Error::State(StateError::from(e))
+    }
 }

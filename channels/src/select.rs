@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 
+use crate::manifest::{Manifest, Release};
+use crate::rollout;
 use chrono::{DateTime, Utc};
 use semver::Version;
-use upd_channels::manifest::{Manifest, Release};
-use upd_channels::rollout;
 
 /// A newer release passed over, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -122,9 +122,9 @@ pub fn redirect<'a>(manifest: &'a Manifest, running: &Version) -> Option<&'a Rel
 #[cfg(test)]
 mod tests {
     use super::*;
-    use upd_channels::manifest::{OsBuild, OsIdentity, Sha256, Target};
-    use upd_channels::manifest::{Rollout, RolloutStep};
-    use upd_channels::name::{Name, RelPath};
+    use crate::manifest::{OsBuild, OsIdentity, Sha256, Target};
+    use crate::manifest::{Rollout, RolloutStep};
+    use crate::name::{Name, RelPath};
 
     fn release(v: &str) -> Release {
         let os = OsBuild {

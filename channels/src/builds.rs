@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::compat;
+use crate::manifest::{ExtBuild, Release};
+use crate::osrelease::HostIdentity;
 use semver::{Version, VersionReq};
-use upd_channels::compat;
-use upd_channels::manifest::{ExtBuild, Release};
-use upd_channels::osrelease::HostIdentity;
 
 /// An enabled extension and the builds it accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +116,7 @@ fn choose(release: &Release, host: &HostIdentity, w: &Wanted) -> Choice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use upd_channels::manifest::Manifest;
+    use crate::manifest::Manifest;
 
     fn release() -> Release {
         let h = "ab".repeat(32);

@@ -11,8 +11,8 @@ use ring::digest::{Context, SHA256};
 use upd_channels::image;
 use upd_channels::osrelease::OsRelease;
 
-use crate::gpt::{self, GptError, Prio, Table};
-use crate::machine::Machine;
+use crate::host::gpt::{self, GptError, Prio, Table};
+use crate::host::machine::Machine;
 
 /// Priority of the slot that should boot next; the other slot gets [`LOW`].
 pub const TOP: u8 = 2;

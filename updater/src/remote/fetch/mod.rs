@@ -1,8 +1,8 @@
 //! Streaming downloads: hash and size limit in flight, .partial files, Range resume, retries, stall timeout.
 
 mod error;
+mod file;
 mod progress;
-mod target;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -14,8 +14,8 @@ use reqwest::header::{ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 
 pub use error::FetchError;
+pub use file::partial_path;
 pub use progress::{LogProgress, NoProgress, Progress};
-pub use target::partial_path;
 
 /// Timeouts, retries and parallelism of a [`Fetcher`].
 #[derive(Debug, Clone)]

@@ -1,0 +1,51 @@
+//! The documented exit codes and the one mapping from an error to its code.
+
+use crate::ops::switch::SwitchError;
+use crate::ops::Error;
+use crate::remote::channel::ChannelError;
+use crate::remote::fetch::FetchError;
+
+/// Success (for `check`: nothing new).
+pub const OK: u8 = 0;
+/// A failure not listed below.
+pub const FAILURE: u8 = 1;
+/// Bad command line (clap).
+pub const USAGE: u8 = 2;
+/// Another upd holds the lock.
+pub const LOCKED: u8 = 3;
+/// The channel was refused: signature, root, expiry, serial, channel name or schema.
+pub const REFUSED: u8 = 4;
+/// An image would not merge on its host, or differs from what the manifest declares.
+pub const INCOMPATIBLE: u8 = 5;
+/// The new set did not merge as expected and was switched back.
+pub const ROLLED_BACK: u8 = 6;
+/// A download failed (network, hash, size, space).
+pub const DOWNLOAD: u8 = 7;
+/// An OS release is blocked: an enabled extension has no build that merges on it.
+pub const BLOCKED: u8 = 8;
+/// `check`: an update is available.
+pub const UPDATE_AVAILABLE: u8 = 100;
+
+/// The exit code of a failed command: that of the first operation error in the chain, else
+/// [`FAILURE`] (configuration, reboot strategy, output).
+pub fn of(e: &anyhow::Error) -> u8 {
+    e.chain()
+        .find_map(|cause| cause.downcast_ref::<Error>())
+        .map_or(FAILURE, of_op)
+}
+
+/// The exit code of an operation's error.
+pub fn of_op(e: &Error) -> u8 {
+    match e {
+        Error::Lock(_) => LOCKED,
+        Error::Channel(ChannelError::Refused { .. } | ChannelError::Trust(_)) => REFUSED,
+        Error::Incompatible { .. } | Error::Fetch(FetchError::SlotTooSmall { .. }) => INCOMPATIBLE,
+        Error::Gated { .. } => BLOCKED,
+        Error::Switch(SwitchError::RolledBack { .. }) => ROLLED_BACK,
+        Error::Fetch(_) | Error::Fetches(_) | Error::Channel(ChannelError::Fetch(_)) => DOWNLOAD,
+        _ => FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,10 @@
+//! The machine's own I/O: paths and links, OS slots and their GPT, systemd-sysext, the process
+//! lock, health checks and the crash points of the tests.
+
+pub mod failpoint;
+pub mod gpt;
+pub mod health;
+pub mod lock;
+pub mod machine;
+pub mod slot;
+pub mod sysext;

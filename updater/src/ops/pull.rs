@@ -1,0 +1,205 @@
+//! `upd pull` for the running OS: check the channel, go to the target release (staging a new
+//! OS, or fetching the chosen extension builds, checking them from inside the images against
+//! the running host, then switching).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use semver::Version;
+use upd_channels::builds::{self, Plan};
+use upd_channels::manifest::Release;
+
+use crate::host::machine::{Host, Machine};
+use crate::ops::release;
+use crate::ops::session::{self, wanted, Session};
+use crate::ops::stage::{self, StageOptions, StageReport};
+use crate::ops::store::{self, check_images, store_file_name, Downloaded};
+use crate::ops::switch;
+use crate::ops::Error;
+use crate::remote::fetch::Progress;
+use crate::state::{ExtImage, Generation, LinkSet, State};
+
+/// What a pull did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PullReport {
+    /// The release pulled for.
+    pub release: String,
+    /// Name → (from version, to version); `None` where absent.
+    pub changed: BTreeMap<String, (Option<String>, Option<String>)>,
+    /// Enabled extensions left as they were, and why.
+    pub problems: Vec<String>,
+    /// Bytes received from the network for images.
+    pub downloaded: u64,
+    /// Bytes reused from partial files of an earlier run.
+    pub resumed: u64,
+    /// Whether an unfinished switch was found and finished or undone first.
+    pub reconciled: String,
+}
+
+impl PullReport {
+    /// A report of nothing done for `release`.
+    pub fn empty(release: &str) -> Self {
+        PullReport {
+            release: release.to_string(),
+            changed: BTreeMap::new(),
+            problems: Vec::new(),
+            downloaded: 0,
+            resumed: 0,
+            reconciled: String::new(),
+        }
+    }
+}
+
+/// What `upd pull` did: an extension switch on the running OS, or an OS release staged.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Extensions of the running OS (possibly nothing to do).
+    Extensions(PullReport),
+    /// A new OS release staged in the inactive slot, waiting for a reboot.
+    Staged(StageReport),
+}
+
+/// Run `upd pull`: stage a newer OS release, or bring the running OS's extensions up to date.
+pub async fn pull(
+    s: &mut Session,
+    version: Option<&Version>,
+    opts: &StageOptions,
+    progress: &dyn Fn() -> Arc<dyn Progress>,
+    now: DateTime<Utc>,
+) -> Result<Outcome, Error> {
+    let manifest = s.check_channel(now).await?;
+    let host = s.machine.host()?;
+    release::drop_withdrawn(s, &manifest, now)?;
+    let (release, next) =
+        release::target_release(s, &manifest, &host, version, opts.allow_downgrade, now)?;
+    if let Some(next) = &next {
+        release::record_selection(&s.machine, next, now);
+    }
+    // The new OS booted but is not marked good: nothing else moves until it is (or is sent back).
+    if let Some(p) = s.state.pending.as_ref() {
+        if s.phase()?.pending_booted() {
+            return Err(Error::AwaitingMarkGood(p.os_version.clone()));
+        }
+    }
+    if release.version != host.version {
+        return Ok(Outcome::Staged(
+            stage::stage(s, release, opts, progress, now).await?,
+        ));
+    }
+    Ok(Outcome::Extensions(
+        pull_extensions(s, release, &host, progress, now).await?,
+    ))
+}
+
+/// Bring the running OS's extensions to the newest builds of its release.
+async fn pull_extensions(
+    s: &mut Session,
+    release: &Release,
+    host: &Host,
+    progress: &dyn Fn() -> Arc<dyn Progress>,
+    now: DateTime<Utc>,
+) -> Result<PullReport, Error> {
+    let m = s.machine.clone();
+    let fetcher = session::fetcher(&m)?;
+    let host = host.clone();
+    let plan = builds::plan(release, &host.identity, &wanted(&m));
+    let mut report = PullReport {
+        release: release.version.to_string(),
+        changed: BTreeMap::new(),
+        problems: plan.blocked().filter_map(|c| c.problem.clone()).collect(),
+        downloaded: 0,
+        resumed: 0,
+        reconciled: format!("{:?}", s.reconciled),
+    };
+    let (target, to) = target_generation(&m, &s.state, &plan, &host, now);
+    let current = current_links_of(&m, &s.state, &to)?;
+    if current == to {
+        tracing::info!(release = %release.version, "extensions are up to date");
+        return Ok(report);
+    }
+    let mut moved = Downloaded::default();
+    let new_files = store::download(&m, &fetcher, &plan, progress, &mut moved).await?;
+    report.downloaded = moved.bytes;
+    report.resumed = moved.resumed;
+    if let Err(e) = check_images(&m, &plan, &host.identity) {
+        for f in new_files {
+            let _ = fs::remove_file(f);
+        }
+        return Err(e);
+    }
+    report.changed = diff(&s.state, &target);
+    let id = s.state.next_generation_id();
+    let target = Generation { id, ..target };
+    switch::switch(&m, &mut s.state, target, to, now)?;
+    Ok(report)
+}
+
+fn current_links_of(m: &Machine, state: &State, to: &LinkSet) -> Result<LinkSet, Error> {
+    let mut names: Vec<&String> = to.keys().collect();
+    if let Some(a) = &state.active {
+        names.extend(a.extensions.keys());
+    }
+    Ok(m.current_links(names)?)
+}
+
+/// The generation the plan leads to, and its links. Blocked extensions keep their current build.
+fn target_generation(
+    m: &Machine,
+    state: &State,
+    plan: &Plan,
+    host: &Host,
+    now: DateTime<Utc>,
+) -> (Generation, LinkSet) {
+    let mut exts = BTreeMap::new();
+    let mut to = LinkSet::new();
+    for b in plan.chosen() {
+        let file = store_file_name(b);
+        to.insert(
+            b.name.to_string(),
+            Some(m.link_target(b.name.as_str(), &file)),
+        );
+        exts.insert(b.name.to_string(), ExtImage::of(b, file));
+    }
+    if let Some(active) = &state.active {
+        for (name, img) in &active.extensions {
+            let enabled = m.settings.extension_enabled(name);
+            if enabled && !exts.contains_key(name) {
+                to.insert(name.clone(), Some(m.link_target(name, &img.file)));
+                exts.insert(name.clone(), img.clone());
+            } else if !enabled {
+                to.insert(name.clone(), None);
+            }
+        }
+    }
+    let gen = Generation {
+        id: 0,
+        os_version: host.version.to_string(),
+        slot: None,
+        extensions: exts,
+        created: now,
+    };
+    (gen, to)
+}
+
+fn diff(state: &State, target: &Generation) -> BTreeMap<String, (Option<String>, Option<String>)> {
+    let empty = BTreeMap::new();
+    let before = state
+        .active
+        .as_ref()
+        .map(|a| &a.extensions)
+        .unwrap_or(&empty);
+    let mut out = BTreeMap::new();
+    for name in before.keys().chain(target.extensions.keys()) {
+        let (a, b) = (before.get(name), target.extensions.get(name));
+        if a != b {
+            out.insert(
+                name.clone(),
+                (a.map(|e| e.version.clone()), b.map(|e| e.version.clone())),
+            );
+        }
+    }
+    out
+}

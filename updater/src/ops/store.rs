@@ -1,0 +1,124 @@
+//! The image store: where a build lives, fetching the builds a plan chose that are not there
+//! yet, and checking each one from inside against the host it will merge on.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use upd_channels::builds::Plan;
+use upd_channels::compat;
+use upd_channels::image;
+use upd_channels::manifest::{ExtBuild, ExtIdentity};
+use upd_channels::osrelease::HostIdentity;
+
+use crate::fsutil::PathError;
+use crate::host::machine::Machine;
+use crate::ops::Error;
+use crate::remote::channel;
+use crate::remote::fetch::{ensure_free_space, FetchItem, Fetcher, Progress};
+
+/// Bytes a download moved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Downloaded {
+    /// Bytes received from the network.
+    pub bytes: u64,
+    /// Bytes reused from partial files of an earlier run.
+    pub resumed: u64,
+}
+
+/// The store file name of a build: name, version and a hash prefix (two builds never share a file).
+pub fn store_file_name(b: &ExtBuild) -> String {
+    format!(
+        "{}-{}-{}.raw",
+        b.name,
+        b.version,
+        &b.image.sha256.to_hex()[..12]
+    )
+}
+
+/// Download the chosen builds that are not in the store yet; re-hash those that are.
+pub async fn download(
+    m: &Machine,
+    fetcher: &Fetcher,
+    plan: &Plan,
+    progress: &dyn Fn() -> Arc<dyn Progress>,
+    moved: &mut Downloaded,
+) -> Result<Vec<PathBuf>, Error> {
+    let server = channel::server(m)?;
+    let mut items = Vec::new();
+    for b in plan.chosen() {
+        let dest = m.store_file(b.name.as_str(), &store_file_name(b));
+        if dest.exists() && cached_hash(&dest)? == b.image.sha256 {
+            continue;
+        }
+        if dest.exists() {
+            tracing::warn!(path = %dest.display(), "store image does not match its hash; fetching it again");
+            fs::remove_file(&dest).map_err(|e| PathError::new("remove", &dest, e))?;
+        }
+        let dir = dest.parent().expect("store files have a directory");
+        fs::create_dir_all(dir).map_err(|e| PathError::new("create directory", dir, e))?;
+        items.push(FetchItem {
+            url: b.image.path.url_under(&server),
+            dest,
+            size: b.image.size,
+            sha256: b.image.sha256.0,
+            progress: progress(),
+        });
+    }
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let needed: u64 = items.iter().map(|i| i.size).sum();
+    fs::create_dir_all(m.store_dir())
+        .map_err(|e| PathError::new("create directory", &m.store_dir(), e))?;
+    ensure_free_space(&m.store_dir(), needed)?;
+    let results = fetcher
+        .fetch_all(&items, m.settings.parallel_downloads)
+        .await;
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(o) => {
+                moved.bytes += o.bytes_downloaded;
+                moved.resumed += o.resumed_from;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    match errors.len() {
+        0 => Ok(items.into_iter().map(|i| i.dest).collect()),
+        1 => Err(errors.remove(0).into()),
+        _ => Err(Error::Fetches(errors)),
+    }
+}
+
+/// Read each chosen image's extension-release from inside the image and apply systemd-sysext's
+/// rules against `host` (running or upcoming); the image must also declare what the manifest says.
+pub fn check_images(m: &Machine, plan: &Plan, host: &HostIdentity) -> Result<(), Error> {
+    for b in plan.chosen() {
+        let path = m.store_file(b.name.as_str(), &store_file_name(b));
+        let bad = |why: String| Error::Incompatible {
+            path: path.clone(),
+            why,
+        };
+        let (found, release) = image::read_extension_release(&path, b.name.as_str())
+            .map_err(|e| bad(e.to_string()))?;
+        compat::check(&format!("{}.raw", b.name), &found, &release, host)
+            .map_err(|e| bad(e.to_string()))?;
+        let inside = ExtIdentity::from_release(&release);
+        if inside != b.release {
+            return Err(bad(format!(
+                "its extension-release says {inside:?}, the signed manifest says {:?}",
+                b.release
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// SHA-256 of an image already in the store, re-checked before it is reused.
+fn cached_hash(path: &Path) -> Result<upd_channels::manifest::Sha256, PathError> {
+    upd_channels::repo::hash_file(path)
+        .map(|(_, h)| h)
+        .map_err(|e| PathError::new("hash", path, std::io::Error::other(e.to_string())))
+}
