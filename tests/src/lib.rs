@@ -7,3 +7,4 @@ pub mod faultserver;
 pub mod fleetlock;
 pub mod images;
 pub mod sandbox;
+pub mod tree;

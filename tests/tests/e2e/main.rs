@@ -5,6 +5,7 @@ mod fleet; // fleet rollout on real sandbox machines: 20 machines through a real
 mod os; // OS (A/B) updates on a real GPT disk on loop devices: stage, reboot, mark-good, fallback, rollback, kills
 mod publish; // upd-channel binary end to end: keygen, init, add-release from real images, sign, serve, verify; each tampered manifest refused
 mod pull; // the real upd binary on sandbox machines: pull, refusals, resume, SIGKILL at each switch step, lock, full disk
+mod readonly; // status, check and list change nothing: the root byte-identical, the merged set and the disk as they were
 mod rebootlock; // coordinated reboots: etcd-lock against a real etcd (airlock layout, 20 racing machines, dead holder) and FleetLock
 mod rollout_publish; // upd-channel as a release engineer uses it: promote alpha→beta→stable, waves and share, pause, withdraw with redirect, barrier, refusals
 mod sysext; // real systemd-sysext 252 on sandbox machines: merge, silent skips, verify_merged, reboot, isolation

@@ -122,7 +122,8 @@ pub struct Settings {
     pub retries: u32,
     /// `MACHINE_ID_PATH`: the machine-id file (default `/etc/machine-id`).
     pub machine_id_path: PathBuf,
-    /// `RETENTION`: generations whose images are kept, 1..=32 (default 2).
+    /// `RETENTION`: older generations (beyond active, pending and previous) whose images stay in
+    /// the store, 0..=32 (default 0).
     pub retention: usize,
     /// `SYSEXT_BIN`: the systemd-sysext binary, a host path never re-rooted (default `/usr/bin/systemd-sysext`).
     pub sysext_bin: PathBuf,
@@ -167,7 +168,7 @@ impl Default for Settings {
             stall_timeout: Duration::from_secs(30),
             retries: 3,
             machine_id_path: "/etc/machine-id".into(),
-            retention: 2,
+            retention: 0,
             sysext_bin: "/usr/bin/systemd-sysext".into(),
             wariness: 0.0,
             disk: None,
@@ -274,7 +275,7 @@ impl Settings {
             "MACHINE_ID_PATH" => {
                 self.machine_id_path = val(e, d.machine_id_path, values::abs_path)?
             }
-            "RETENTION" => self.retention = val(e, d.retention, |v| values::int_in(v, 1, 32))?,
+            "RETENTION" => self.retention = val(e, d.retention, |v| values::int_in(v, 0, 32))?,
             "SYSEXT_BIN" => self.sysext_bin = val(e, d.sysext_bin, values::abs_path)?,
             "WARINESS" => self.wariness = val(e, d.wariness, values::fraction)?,
             "DISK" => self.disk = opt(e, values::abs_path)?,

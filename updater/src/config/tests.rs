@@ -194,8 +194,8 @@ fn bad_values_name_file_line_key_value_and_expectation() {
             "expected an integer from 1 to 3600 (seconds)",
         ),
         (
-            "RETENTION=0",
-            "RETENTION=\"0\": expected an integer from 1 to 32",
+            "RETENTION=33",
+            "RETENTION=\"33\": expected an integer from 0 to 32",
         ),
     ];
     for (line, want) in cases {

@@ -8,7 +8,7 @@
 //! and above all to write, if anything is off.
 
 mod disk;
-mod prio;
+
 #[cfg(test)]
 mod tests;
 
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use prio::{boot_choice, Prio};
+pub use crate::rules::gptprio::{boot_choice, Prio};
 
 use disk::{le64, Disk, Gpt};
 

@@ -49,3 +49,48 @@ pub fn collect_garbage(m: &Machine, state: &State) -> Result<Vec<PathBuf>, PathE
     }
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::state::{ExtImage, Generation};
+
+    fn generation(id: u64, file: &str) -> Generation {
+        let img = ExtImage {
+            version: "1".into(),
+            file: file.into(),
+            sha256: "ab".repeat(32),
+        };
+        Generation {
+            id,
+            os_version: "1.0.0".into(),
+            slot: None,
+            extensions: BTreeMap::from([("hello".to_string(), img)]),
+            created: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_retired_and_always_the_three() {
+        let st = State {
+            active: Some(generation(5, "a.raw")),
+            pending: Some(generation(6, "p.raw")),
+            previous: Some(generation(4, "b.raw")),
+            retired: vec![
+                generation(3, "c.raw"),
+                generation(2, "d.raw"),
+                generation(1, "e.raw"),
+            ],
+            ..State::default()
+        };
+        let files =
+            |n: usize| -> Vec<String> { kept_images(&st, n).into_iter().map(|(_, f)| f).collect() };
+        assert_eq!(files(0), ["a.raw", "b.raw", "p.raw"]);
+        assert_eq!(files(2), ["a.raw", "b.raw", "c.raw", "d.raw", "p.raw"]);
+        assert_eq!(files(32).len(), 6);
+    }
+}

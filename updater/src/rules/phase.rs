@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::host::gpt::Prio;
+use crate::rules::gptprio::Prio;
 use crate::state::{Generation, State};
 
 /// Where the machine stands between two generations.

@@ -226,3 +226,35 @@ fn corrupt_and_newer_files_are_refused() {
         .to_string()
         .contains("unknown schema 0"));
 }
+
+#[test]
+fn generations_leaving_previous_are_retired_newest_first() {
+    let mut s = State::default();
+    for id in 1..=4 {
+        s.begin_switch(
+            generation(id, "1.0.0", &format!("1.{id}.0")),
+            links("a"),
+            links("b"),
+        )
+        .unwrap();
+        s.mark_linked().unwrap();
+        s.finish_switch(t(id as i64)).unwrap();
+    }
+    assert_eq!(s.active.as_ref().unwrap().id, 4);
+    assert_eq!(s.previous.as_ref().unwrap().id, 3);
+    let retired: Vec<u64> = s.retired.iter().map(|g| g.id).collect();
+    assert_eq!(retired, [2, 1]);
+    // An OS rollback comes back to the previous generation: it is not retired twice, and the
+    // generation it replaces as previous is the one that was active.
+    s.stage_rollback(t(10)).unwrap();
+    s.promote_pending(t(11)).unwrap();
+    assert_eq!(s.active.as_ref().unwrap().id, 3);
+    assert_eq!(s.previous.as_ref().unwrap().id, 4);
+    let retired: Vec<u64> = s.retired.iter().map(|g| g.id).collect();
+    assert_eq!(retired, [2, 1], "3 is active again, not retired");
+    // Bounded.
+    for id in 5..(5 + RETIRED_LIMIT as u64 + 3) {
+        s.replace_previous(Some(generation(id, "1.0.0", "9.0.0")));
+    }
+    assert_eq!(s.retired.len(), RETIRED_LIMIT);
+}

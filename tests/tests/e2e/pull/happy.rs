@@ -101,3 +101,43 @@ fn admin_images_are_never_touched_and_disable_unmerges() {
     assert_eq!(rig.snapshot(), before, "{text}");
     assert_eq!(fs::read(&mine).unwrap(), fs::read(&tools).unwrap());
 }
+
+#[test]
+fn retention_keeps_older_generations_images_until_gc_may_drop_them() {
+    // hello goes 1.0.0 -> 1.1.0 -> 1.2.0 on a machine with RETENTION=1: gc keeps active (1.2.0),
+    // previous (1.1.0) and one retired generation (1.0.0); with RETENTION=0 the retired one goes.
+    if !require_root() {
+        return;
+    }
+    let mut rig = rig_at_v1();
+    rig.install(&["RETENTION=1"]);
+    for v in ["1.1.0", "1.2.0"] {
+        rig.ch.add_extension(OS_VERSION, &ext("hello", v));
+        rig.publish();
+        rig.upd_ok(&["pull"], 0);
+    }
+    let store = rig.m.root().join("var/lib/upd/images/hello");
+    let hello = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&store)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".raw"))
+            .collect();
+        v.sort();
+        v
+    };
+    rig.upd_ok(&["gc"], 0);
+    let kept = hello();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(kept[0].starts_with("hello-1.0.0-"), "{kept:?}");
+    rig.install(&["RETENTION=0"]);
+    let text = rig.upd_ok(&["gc"], 0);
+    let kept = hello();
+    assert_eq!(kept.len(), 2, "{kept:?}\n{text}");
+    assert!(
+        kept[0].starts_with("hello-1.1.0-") && kept[1].starts_with("hello-1.2.0-"),
+        "{kept:?}"
+    );
+    assert_eq!(rig.m.run_program("hello").trim(), "hello 1.2.0");
+}

@@ -11,33 +11,33 @@ use upd_tests::images::{OsSpec, SysextSpec};
 use upd_tests::sandbox::Machine;
 
 /// `ID=` of the test OS.
-pub(super) const OS_ID: &str = "updos";
+pub(crate) const OS_ID: &str = "updos";
 /// Its `VERSION_ID=` and release version.
-pub(super) const OS_VERSION: &str = "1.0.0";
+pub(crate) const OS_VERSION: &str = "1.0.0";
 /// One mebibyte.
-pub(super) const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 
 /// The OS every machine runs and every channel offers: updos 1.0.0.
-pub(super) fn os() -> OsSpec {
+pub(crate) fn os() -> OsSpec {
     OsSpec::new(OS_ID, OS_VERSION)
 }
 
 /// A squashfs extension `name` `version` for that OS.
-pub(super) fn ext(name: &str, version: &str) -> SysextSpec {
+pub(crate) fn ext(name: &str, version: &str) -> SysextSpec {
     SysextSpec::new(name, version, OS_ID, OS_VERSION)
 }
 
 /// A channel server, a channel and one sandbox machine following it.
-pub(super) struct Rig {
-    pub(super) server: FaultServer,
-    pub(super) ch: Channel,
-    pub(super) m: Machine,
+pub(crate) struct Rig {
+    pub(crate) server: FaultServer,
+    pub(crate) ch: Channel,
+    pub(crate) m: Machine,
     _rt: tokio::runtime::Runtime,
 }
 
 impl Rig {
     /// Channel `stable` with OS release 1.0.0 (no extensions yet), served; a machine running that OS.
-    pub(super) fn new() -> Rig {
+    pub(crate) fn new() -> Rig {
         let (rt, server) = FaultServer::start_with_runtime();
         let mut ch = Channel::new("stable");
         ch.add_os_release(OS_VERSION, &os());
@@ -53,7 +53,7 @@ impl Rig {
     }
 
     /// Write the shipped root and upd.conf into the machine (`extra` lines appended).
-    pub(super) fn install(&self, extra: &[&str]) {
+    pub(crate) fn install(&self, extra: &[&str]) {
         let root = self.m.root();
         let keys = root.join("usr/share/upd/keys");
         fs::create_dir_all(&keys).unwrap();
@@ -72,21 +72,21 @@ impl Rig {
     }
 
     /// Publish the manifest being edited and serve the whole repository (faults and counters reset).
-    pub(super) fn publish(&mut self) -> Vec<u8> {
+    pub(crate) fn publish(&mut self) -> Vec<u8> {
         let env = self.ch.publish();
         self.sync();
         env
     }
 
     /// Serve every file of the repository as it is now, without faults.
-    pub(super) fn sync(&self) {
+    pub(crate) fn sync(&self) {
         for (url, file) in self.ch.files() {
             self.server.put_file(&url, file, Fault::Normal).unwrap();
         }
     }
 
     /// The URL path and size of the image of build `name` `version` of the OS release.
-    pub(super) fn image_url(&mut self, name: &str, version: &str) -> (String, u64) {
+    pub(crate) fn image_url(&mut self, name: &str, version: &str) -> (String, u64) {
         let v = semver::Version::parse(version).unwrap();
         let b = self
             .ch
@@ -100,19 +100,19 @@ impl Rig {
     }
 
     /// Run the real upd inside the machine: `upd --root ROOT ARGS`, with `env` set.
-    pub(super) fn upd(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn upd(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         self.upd_cmd(args, env).output().expect("run upd")
     }
 
     /// The command running upd inside the machine (to spawn it).
-    pub(super) fn upd_cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+    pub(crate) fn upd_cmd(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = self.m.upd_cmd(bins::upd(), args);
         cmd.envs(env.iter().copied());
         cmd
     }
 
     /// Run upd and insist on exit code `code`; returns stdout + stderr.
-    pub(super) fn upd_ok(&self, args: &[&str], code: i32) -> String {
+    pub(crate) fn upd_ok(&self, args: &[&str], code: i32) -> String {
         let out = self.upd(args, &[]);
         let text = text_of(&out);
         assert_eq!(out.status.code(), Some(code), "upd {args:?}:\n{text}");
@@ -120,7 +120,7 @@ impl Rig {
     }
 
     /// Merged extension name → extension-release content, as the machine sees it.
-    pub(super) fn merged(&self) -> BTreeMap<String, String> {
+    pub(crate) fn merged(&self) -> BTreeMap<String, String> {
         let dir = self.m.ns_root().join("usr/lib/extension-release.d");
         self.m
             .merged_names()
@@ -133,7 +133,7 @@ impl Rig {
     }
 
     /// Links, the state's active generation and the merged set.
-    pub(super) fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let root = self.m.root();
         let mut links = BTreeMap::new();
         if let Ok(rd) = fs::read_dir(root.join("etc/extensions")) {
@@ -155,10 +155,10 @@ impl Rig {
 
 /// What a refusal must leave exactly as it was.
 #[derive(Debug, PartialEq)]
-pub(super) struct Snapshot {
-    pub(super) links: BTreeMap<String, Option<String>>,
-    pub(super) active: serde_json::Value,
-    pub(super) merged: BTreeMap<String, String>,
+pub(crate) struct Snapshot {
+    pub(crate) links: BTreeMap<String, Option<String>>,
+    pub(crate) active: serde_json::Value,
+    pub(crate) merged: BTreeMap<String, String>,
 }
 
 /// Stdout then stderr, as text.
@@ -171,12 +171,12 @@ pub(crate) fn text_of(out: &Output) -> String {
 }
 
 /// The extension-release content `spec` builds, as a string.
-pub(super) fn release_of(spec: &SysextSpec) -> String {
+pub(crate) fn release_of(spec: &SysextSpec) -> String {
     String::from_utf8(spec.release_content()).unwrap()
 }
 
 /// A machine following a channel with hello 1.0.0 (squashfs) and world 1.0.0 (erofs), pulled and merged.
-pub(super) fn rig_at_v1() -> Rig {
+pub(crate) fn rig_at_v1() -> Rig {
     let mut rig = Rig::new();
     rig.ch.add_extension(OS_VERSION, &ext("hello", "1.0.0"));
     rig.ch
@@ -188,7 +188,7 @@ pub(super) fn rig_at_v1() -> Rig {
 }
 
 /// Flip one character in the middle of the envelope's base64 payload (the signature is left as it was).
-pub(super) fn tamper(envelope: &[u8]) -> Vec<u8> {
+pub(crate) fn tamper(envelope: &[u8]) -> Vec<u8> {
     let mut v: serde_json::Value = serde_json::from_slice(envelope).unwrap();
     let payload = v["payload"].as_str().expect("DSSE payload").to_string();
     let mut bytes = payload.into_bytes();
@@ -199,7 +199,7 @@ pub(super) fn tamper(envelope: &[u8]) -> Vec<u8> {
 }
 
 /// Run `upd pull`, expect exit `code` with `needle` in its output, and the machine exactly as `before`.
-pub(super) fn refused(rig: &Rig, before: &Snapshot, code: i32, needle: &str) {
+pub(crate) fn refused(rig: &Rig, before: &Snapshot, code: i32, needle: &str) {
     let out = rig.upd(&["pull"], &[]);
     let text = text_of(&out);
     assert_eq!(out.status.code(), Some(code), "{text}");

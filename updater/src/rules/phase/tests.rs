@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 
 use super::*;
-use crate::host::gpt::Prio;
+use crate::rules::gptprio::Prio;
 
 fn generation(id: u64, os: &str, slot: Option<&str>) -> Generation {
     Generation {
