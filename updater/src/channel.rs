@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use upd_channels::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use upd_channels::name::Name;
 use upd_channels::verify::{verify_manifest, Expect, ManifestError};
+use upd_durable::{atomic_write, PathError};
 
 use crate::fetch::{FetchError, Fetcher, ManifestFetch};
-use crate::fsutil::{atomic_write, PathError};
 use crate::machine::Machine;
 use crate::state::State;
 use crate::trust::{self, TrustError};

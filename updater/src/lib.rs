@@ -5,7 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod failpoint;
 pub mod fetch;
-pub mod fsutil;
 pub mod gpt;
 pub mod lifecycle;
 pub mod lock;

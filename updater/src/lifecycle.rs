@@ -8,9 +8,9 @@ use std::process::Command;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use upd_durable::PathError;
 
 use crate::failpoint;
-use crate::fsutil::PathError;
 use crate::gpt::Prio;
 use crate::machine::Machine;
 use crate::pull::{PullError, Session};

@@ -6,9 +6,9 @@ use std::path::{Component, Path, PathBuf};
 
 use semver::Version;
 use upd_channels::osrelease::{native_architecture, HostIdentity, OsRelease};
+use upd_durable::PathError;
 
 use crate::config::{Root, Settings};
-use crate::fsutil::PathError;
 use crate::state::LinkSet;
 use crate::sysext::Sysext;
 
@@ -188,10 +188,10 @@ impl Machine {
                 continue;
             }
             match target {
-                Some(t) => crate::fsutil::symlink_atomic(t, &link)?,
+                Some(t) => upd_durable::symlink_atomic(t, &link)?,
                 None => {
                     fs::remove_file(&link).map_err(|e| PathError::new("remove link", &link, e))?;
-                    crate::fsutil::sync_dir(&self.link_dir())?;
+                    upd_durable::sync_dir(&self.link_dir())?;
                 }
             }
             after_each();

@@ -13,10 +13,10 @@ use semver::Version;
 use upd_channels::compat;
 use upd_channels::image;
 use upd_channels::manifest::{ExtBuild, ExtIdentity, Manifest, Release};
+use upd_durable::{sweep_tmp, PathError};
 
 use crate::channel;
 use crate::fetch::{ensure_free_space, FetchConfig, FetchError, FetchItem, Fetcher, Progress};
-use crate::fsutil::{sweep_tmp, PathError};
 use crate::lock::ProcessLock;
 use crate::machine::{Host, Machine};
 use crate::plan::{self, Plan, Wanted};
@@ -410,7 +410,5 @@ pub(crate) fn check_images(m: &Machine, plan: &Plan, host: &HostIdentity) -> Res
 
 /// SHA-256 of an image already in the store, re-checked before it is reused.
 fn cached_hash(path: &std::path::Path) -> Result<upd_channels::manifest::Sha256, PathError> {
-    upd_channels::repo::hash_file(path)
-        .map(|(_, h)| h)
-        .map_err(|e| PathError::new("hash", path, std::io::Error::other(e.to_string())))
+    upd_durable::hash_file(path).map(|(_, h)| upd_channels::manifest::Sha256(h))
 }

@@ -6,9 +6,9 @@ use std::process::Command;
 
 use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
+use upd_durable::atomic_write;
 
 use crate::config::RebootStrategy;
-use crate::fsutil::atomic_write;
 use crate::machine::Machine;
 use crate::pull::PullError;
 use crate::rebootlock::{EtcdLock, FleetLock, Outcome, RebootLockError};
@@ -36,8 +36,7 @@ pub enum RebootOutcome {
 pub fn signal(m: &Machine, why: &str) -> Result<(), PullError> {
     let path = m.root.join(std::path::Path::new(REBOOT_REQUIRED));
     if let Some(d) = path.parent() {
-        fs::create_dir_all(d)
-            .map_err(|e| crate::fsutil::PathError::new("create directory", d, e))?;
+        fs::create_dir_all(d).map_err(|e| upd_durable::PathError::new("create directory", d, e))?;
     }
     atomic_write(
         &path,

@@ -4,10 +4,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use upd_durable::{atomic_write, PathError};
 use upd_keys::{KeyError, TrustedRoot, MAX_ROOT_LEN};
 
 use crate::fetch::{FetchError, Fetcher, ManifestFetch};
-use crate::fsutil::{atomic_write, PathError};
 
 /// Why no trusted root could be established.
 #[derive(Debug, thiserror::Error)]

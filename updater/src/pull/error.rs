@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use semver::Version;
+use upd_durable::PathError;
 
 use crate::channel::ChannelError;
 use crate::fetch::FetchError;
-use crate::fsutil::PathError;
 use crate::lock::LockError;
 use crate::machine::MachineError;
 use crate::state::StateError;
