@@ -5,7 +5,5 @@ pub mod image;
 pub mod manifest;
 pub mod name;
 pub mod osrelease;
-pub mod repo;
 pub mod rollout;
-pub mod serve;
 pub mod verify;
