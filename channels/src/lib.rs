@@ -1,7 +1,6 @@
 //! upd-channels: the pure rules of channels and releases, shared by the publisher and the updater.
 
 pub mod compat;
-pub mod image;
 pub mod manifest;
 pub mod name;
 pub mod osrelease;

@@ -21,10 +21,10 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use semver::Version;
 use upd_channels::compat::Incompatible;
-use upd_channels::image::ImageError;
 use upd_channels::manifest::{Manifest, SchemaError, Sha256, Target};
 use upd_channels::name::{Name, NameError, RelPath};
 use upd_durable::{atomic_write, rename_durable, sweep_tmp, tmp_sibling, PathError};
+use upd_image::ImageError;
 use upd_keys::{KeyError, TrustedRoot};
 
 pub use edit::{check_rollout, promote, set_barrier, set_paused, set_rollout, withdraw, Promoted};

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use semver::Version;
 use upd_channels::compat;
-use upd_channels::image;
 use upd_channels::manifest::{ExtBuild, ExtIdentity, Manifest, Release};
 use upd_durable::{sweep_tmp, PathError};
+use upd_image as image;
 
 use crate::channel;
 use crate::fetch::{ensure_free_space, FetchConfig, FetchError, FetchItem, Fetcher, Progress};

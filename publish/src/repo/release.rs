@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 
 use semver::Version;
 use upd_channels::compat;
-use upd_channels::image::{read_extension_release, read_os_release};
 use upd_channels::manifest::{
     ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Target,
 };
 use upd_channels::name::Name;
 use upd_channels::osrelease::OsRelease;
+use upd_image::{read_extension_release, read_os_release};
 
 use super::{ext_image_path, hash_image, os_image_path, Repo, RepoError, Result};
 
