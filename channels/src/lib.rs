@@ -2,12 +2,9 @@
 
 pub mod builds;
 pub mod compat;
-pub mod image;
 pub mod manifest;
 pub mod name;
 pub mod osrelease;
-pub mod repo;
 pub mod rollout;
 pub mod select;
-pub mod serve;
 pub mod verify;

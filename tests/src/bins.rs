@@ -14,7 +14,7 @@ pub fn upd() -> &'static Path {
 /// dependency's binaries only for that crate's own tests.
 pub fn upd_channel() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build("upd-channels", "upd-channel"))
+    BIN.get_or_init(|| build("upd-publish", "upd-channel"))
 }
 
 /// `cargo build -p PACKAGE --bin BIN` into this test binary's target directory and profile;

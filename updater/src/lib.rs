@@ -6,7 +6,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod fsutil;
 pub mod host;
 pub mod ops;
 pub mod remote;

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{layer_files, raw, ConfigError, Name, Origin, Root, Settings};
-use crate::fsutil;
+use upd_durable::atomic_write;
 
 /// The machine path of the drop-in owned by `upd ext enable|disable`.
 pub const EXTENSIONS_DROPIN: &str = "/etc/upd/upd.conf.d/50-extensions.conf";
@@ -36,7 +36,7 @@ pub fn set_extension_enabled(
         text = render(&lines);
         after = settings_with(root, &path, &text)?;
     }
-    fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
+    atomic_write(&path, text.as_bytes(), 0o644)?;
     Ok(after)
 }
 
@@ -54,7 +54,7 @@ pub fn set_channel(root: &Root, name: &Name) -> Result<(Settings, bool), ConfigE
     if after.channel != *name {
         return Ok((after, true));
     }
-    fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
+    atomic_write(&path, text.as_bytes(), 0o644)?;
     Ok((after, false))
 }
 

@@ -23,7 +23,7 @@ pub use raw::{Entry, Origin};
 pub use root::Root;
 pub use values::{Name, RebootStrategy};
 
-use crate::fsutil::PathError;
+use upd_durable::PathError;
 
 /// The configuration directories, lowest priority first; each has `upd.conf` and `upd.conf.d/`.
 pub const LAYERS: [&str; 3] = ["/usr/lib/upd", "/run/upd", "/etc/upd"];

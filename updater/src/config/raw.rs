@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::ConfigError;
-use crate::fsutil::PathError;
+use upd_durable::PathError;
 
 /// Where a configuration entry came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]

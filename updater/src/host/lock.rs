@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::fsutil::PathError;
+use upd_durable::PathError;
 
 /// The lock file's name inside `STATE_DIR`.
 pub const LOCK_FILE: &str = "lock";

@@ -8,9 +8,9 @@ use semver::Version;
 use upd_channels::osrelease::{native_architecture, HostIdentity, OsRelease};
 
 use crate::config::{Root, Settings};
-use crate::fsutil::PathError;
 use crate::host::sysext::Sysext;
 use crate::state::LinkSet;
+use upd_durable::PathError;
 
 /// What went wrong reading the machine itself.
 #[derive(Debug, thiserror::Error)]
@@ -188,10 +188,10 @@ impl Machine {
                 continue;
             }
             match target {
-                Some(t) => crate::fsutil::symlink_atomic(t, &link)?,
+                Some(t) => upd_durable::symlink_atomic(t, &link)?,
                 None => {
                     fs::remove_file(&link).map_err(|e| PathError::new("remove link", &link, e))?;
-                    crate::fsutil::sync_dir(&self.link_dir())?;
+                    upd_durable::sync_dir(&self.link_dir())?;
                 }
             }
             after_each();

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ring::digest::{Context, SHA256};
-use upd_channels::image;
 use upd_channels::osrelease::OsRelease;
+use upd_image as image;
 
 use crate::host::gpt::{self, GptError, Prio, Table};
 use crate::host::machine::Machine;

@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 pub const DEFAULT_BIN: &str = "/usr/bin/systemd-sysext";
 
 /// Directory (below the root) holding the release file of every merged extension.
-pub const RELEASE_DIR: &str = upd_channels::image::EXTENSION_RELEASE_DIR;
+pub const RELEASE_DIR: &str = upd_image::EXTENSION_RELEASE_DIR;
 
 /// Prefix of the release file name; the rest is the extension's name.
 pub const RELEASE_PREFIX: &str = "extension-release.";

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use semver::Version;
 
-use crate::fsutil::PathError;
 use crate::host::lock::LockError;
 use crate::host::machine::MachineError;
 use crate::host::slot::SlotError;
@@ -14,6 +13,7 @@ use crate::ops::switch::SwitchError;
 use crate::remote::channel::ChannelError;
 use crate::remote::fetch::FetchError;
 use crate::state::{StateError, TransitionError};
+use upd_durable::PathError;
 
 /// Why an operation stopped; the machine is left as it was (or on the complete new set).
 #[derive(Debug, thiserror::Error)]

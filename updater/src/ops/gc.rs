@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 
-use crate::fsutil::PathError;
 use crate::host::machine::Machine;
 use crate::state::State;
+use upd_durable::PathError;
 
 /// The (extension, store file) pairs that must stay: every image of the active, pending and
 /// previous generations and of the newest `retention` retired ones.

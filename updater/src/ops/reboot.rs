@@ -8,10 +8,10 @@ use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 
 use crate::config::RebootStrategy;
-use crate::fsutil::{atomic_write, PathError};
 use crate::host::machine::Machine;
 use crate::remote::rebootlock::{EtcdLock, FleetLock, Outcome, RebootLockError};
 use crate::rules::window::Window;
+use upd_durable::{atomic_write, PathError};
 
 /// Why the reboot strategy could not run.
 #[derive(Debug, thiserror::Error)]

@@ -135,7 +135,7 @@ pub fn record_selection(m: &Machine, next: &Next<'_>, now: DateTime<Utc>) {
     };
     let bytes = serde_json::to_vec_pretty(&rec).expect("plain struct");
     let path = m.state_dir().join(SELECTION_FILE);
-    if let Err(e) = crate::fsutil::atomic_write(&path, &bytes, 0o644) {
+    if let Err(e) = upd_durable::atomic_write(&path, &bytes, 0o644) {
         tracing::warn!(error = %e, "could not record the selection");
     }
 }

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use upd_channels::builds::Wanted;
 use upd_channels::manifest::{Manifest, Release};
 
-use crate::fsutil::{sweep_tmp, PathError};
 use crate::host::lock::ProcessLock;
 use crate::host::machine::{Host, Machine};
 use crate::host::slot::Slots;
@@ -19,6 +18,7 @@ use crate::remote::channel;
 use crate::remote::fetch::{FetchConfig, FetchError, Fetcher};
 use crate::rules::phase::{Booted, Phase};
 use crate::state::State;
+use upd_durable::{sweep_tmp, PathError};
 
 /// Everything a command that changes the machine needs, after taking the lock and reconciling.
 pub struct Session {

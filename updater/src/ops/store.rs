@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use upd_channels::builds::Plan;
 use upd_channels::compat;
-use upd_channels::image;
 use upd_channels::manifest::{ExtBuild, ExtIdentity};
 use upd_channels::osrelease::HostIdentity;
+use upd_image as image;
 
-use crate::fsutil::PathError;
 use crate::host::machine::Machine;
 use crate::ops::Error;
 use crate::remote::channel;
 use crate::remote::fetch::{ensure_free_space, FetchItem, Fetcher, Progress};
+use upd_durable::PathError;
 
 /// Bytes a download moved.
 #[derive(Debug, Clone, Copy, Default)]
@@ -118,7 +118,5 @@ pub fn check_images(m: &Machine, plan: &Plan, host: &HostIdentity) -> Result<(),
 
 /// SHA-256 of an image already in the store, re-checked before it is reused.
 fn cached_hash(path: &Path) -> Result<upd_channels::manifest::Sha256, PathError> {
-    upd_channels::repo::hash_file(path)
-        .map(|(_, h)| h)
-        .map_err(|e| PathError::new("hash", path, std::io::Error::other(e.to_string())))
+    upd_durable::hash_file(path).map(|(_, h)| upd_channels::manifest::Sha256(h))
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use upd_channels::image;
+use upd_image as image;
 
 use crate::host::failpoint;
 use crate::host::machine::{Machine, MachineError};

@@ -8,11 +8,11 @@ use upd_channels::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use upd_channels::name::Name;
 use upd_channels::verify::{verify_manifest, Expect, ManifestError};
 
-use crate::fsutil::{atomic_write, PathError};
 use crate::host::machine::Machine;
 use crate::remote::fetch::{FetchError, Fetcher, ManifestFetch};
 use crate::remote::trust::{self, Rotated, TrustError};
 use crate::state::State;
+use upd_durable::{atomic_write, PathError};
 
 /// Why the channel could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use upd_keys::{KeyError, TrustedRoot, MAX_ROOT_LEN};
 
-use crate::fsutil::{atomic_write, PathError};
 use crate::remote::fetch::{FetchError, Fetcher, ManifestFetch};
+use upd_durable::{atomic_write, PathError};
 
 /// Why no trusted root could be established.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //!
 //! The state is loaded once, changed in memory through the transition methods of
 //! [`transitions`](self), and committed once with [`State::save`], which goes through
-//! [`fsutil::atomic_write`]: a crash leaves either the old file or the new one.
+//! [`upd_durable::atomic_write`]: a crash leaves either the old file or the new one.
 
 mod transitions;
 
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use transitions::{SwitchPhase, TransitionError};
 
-use crate::fsutil::{self, PathError};
+use upd_durable::{atomic_write, PathError};
 
 /// The schema version this build reads and writes.
 pub const SCHEMA: u32 = 1;
@@ -244,7 +244,7 @@ impl State {
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("state serialises");
         bytes.push(b'\n');
-        fsutil::atomic_write(&State::path(dir), &bytes, 0o644)?;
+        atomic_write(&State::path(dir), &bytes, 0o644)?;
         Ok(())
     }
 

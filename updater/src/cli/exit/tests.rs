@@ -7,10 +7,10 @@ use upd_channels::manifest::SchemaError;
 use upd_channels::verify::ManifestError;
 
 use super::*;
-use crate::fsutil::PathError;
 use crate::host::lock::LockError;
 use crate::host::sysext::SysextError;
 use crate::remote::trust::TrustError;
+use upd_durable::PathError;
 
 fn not_found() -> FetchError {
     FetchError::NotFound {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::fsutil::PathError;
+use upd_durable::PathError;
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use ring::digest::{Context, SHA256};
 
 use super::writer::{sync_file, ChunkWriter, Place};
 use super::{FetchError, FetchOutcome, Fetcher, Progress};
-use crate::fsutil::{rename_durable, PathError};
+use upd_durable::{rename_durable, PathError};
 
 /// Read size when re-hashing a partial file left by an earlier run.
 const REHASH_BUF: usize = 1 << 20;

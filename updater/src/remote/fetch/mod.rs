@@ -236,7 +236,7 @@ impl Fetcher {
 /// Fail unless the filesystem holding `dir` has `needed` bytes available to unprivileged users.
 pub fn ensure_free_space(dir: &Path, needed: u64) -> Result<(), FetchError> {
     let st = nix::sys::statvfs::statvfs(dir).map_err(|e| {
-        FetchError::Io(crate::fsutil::PathError::new(
+        FetchError::Io(upd_durable::PathError::new(
             "statvfs",
             dir,
             std::io::Error::from(e),

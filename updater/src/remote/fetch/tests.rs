@@ -17,7 +17,7 @@ async fn world(files: &[(&str, &[u8])]) -> World {
     for (name, data) in files {
         std::fs::write(chan.join(name), data).unwrap();
     }
-    let (addr, fut) = upd_channels::serve::bind(chan, "127.0.0.1:0".parse().unwrap())
+    let (addr, fut) = upd_publish::serve::bind(chan, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     tokio::spawn(fut);

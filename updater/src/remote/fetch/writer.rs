@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::fsutil::PathError;
+use upd_durable::PathError;
 
 /// Bytes gathered into one write(2) at most, when the network is ahead of the disk.
 const WRITE_BUF: usize = 1 << 20;

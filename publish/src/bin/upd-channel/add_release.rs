@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use semver::Version;
 use upd_channels::name::Name;
 use upd_channels::osrelease::native_architecture;
-use upd_channels::repo::{Added, ExtSource, Repo};
+use upd_publish::repo::{Added, ExtSource, Repo};
 
 use crate::common;
 

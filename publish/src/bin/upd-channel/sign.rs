@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use upd_channels::manifest::{MANIFEST_PAYLOAD_TYPE, MAX_MANIFEST_BYTES};
 use upd_channels::name::Name;
-use upd_channels::repo::Repo;
 use upd_channels::verify::sign_manifest;
 use upd_keys::Envelope;
+use upd_publish::repo::Repo;
 
 use crate::common::{self, load_keys, refs};
 

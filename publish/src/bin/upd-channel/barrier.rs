@@ -1,7 +1,7 @@
 //! `upd-channel barrier`: a release every machine must pass through, or the flag cleared.
 
 use anyhow::Result;
-use upd_channels::repo::set_barrier;
+use upd_publish::repo::set_barrier;
 
 use crate::common;
 

@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use semver::Version;
 use upd_channels::name::Name;
-use upd_channels::repo::{promote, Promoted, Repo};
 use upd_channels::verify::{verify_manifest, Expect};
+use upd_publish::repo::{promote, Promoted, Repo};
 
 use crate::common;
 

@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use upd_channels::manifest::Manifest;
 use upd_channels::name::Name;
-use upd_channels::repo::Repo;
 use upd_keys::{sign_root, RootDocument, TrustedRoot};
+use upd_publish::repo::Repo;
 
 use crate::common::{self, load_keys, refs};
 

@@ -3,13 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use semver::Version;
+use upd_channels::compat;
+use upd_channels::manifest::{
+    ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Target,
+};
+use upd_channels::name::Name;
+use upd_channels::osrelease::OsRelease;
+use upd_image::{read_extension_release, read_os_release};
 
-use super::{ext_image_path, hash_file, os_image_path, Repo, RepoError, Result};
-use crate::compat;
-use crate::image::{read_extension_release, read_os_release};
-use crate::manifest::{ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Target};
-use crate::name::Name;
-use crate::osrelease::OsRelease;
+use super::{ext_image_path, hash_image, os_image_path, Repo, RepoError, Result};
 
 /// An extension image offered for a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,8 +155,8 @@ pub fn add_release(draft: &mut Manifest, release: Release) -> Result<Added> {
     Ok(Added::Extensions(n))
 }
 
-fn planned_target(src: &Path, path: crate::name::RelPath) -> Result<Target> {
-    let (size, sha256) = hash_file(src)?;
+fn planned_target(src: &Path, path: upd_channels::name::RelPath) -> Result<Target> {
+    let (size, sha256) = hash_image(src)?;
     Ok(Target { path, size, sha256 })
 }
 

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use upd_channels::manifest::{Rollout, RolloutStep};
-use upd_channels::repo::set_rollout;
+use upd_publish::repo::set_rollout;
 
 use crate::common;
 

@@ -1,11 +1,11 @@
-//! Durable file operations: the one atomic-write helper, directory fsync and rename-promotion.
+//! upd-durable: the one durable-file module of upd and its publisher: atomic writes, renames with directory fsync, temp sweeping, file hashing.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Prefix of every temporary entry upd creates; entries with it are swept at the start of a run.
+/// Prefix of every temporary entry upd and upd-channel create; entries with it are swept at the start of a run.
 pub const TMP_PREFIX: &str = ".upd-tmp-";
 
 /// An I/O error that names the path it happened on.
@@ -114,6 +114,27 @@ pub fn sweep_tmp(dir: &Path) -> Result<usize, PathError> {
     Ok(n)
 }
 
+/// Size and SHA-256 of the whole file at `path`, streamed in 64 KiB chunks.
+pub fn hash_file(path: &Path) -> Result<(u64, [u8; 32]), PathError> {
+    let mut f = File::open(path).map_err(|e| PathError::new("open", path, e))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| PathError::new("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        ctx.update(&buf[..n]);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok((size, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +159,23 @@ mod tests {
         fs::write(d.path().join(format!("{TMP_PREFIX}junk")), b"").unwrap();
         assert_eq!(sweep_tmp(d.path()).unwrap(), 1);
         assert!(link.is_symlink());
+    }
+
+    #[test]
+    fn hash_file_streams_past_one_chunk_and_names_a_missing_path() {
+        // A file longer than the 64 KiB read buffer, then a path that does not exist.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("img");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&p, &data).unwrap();
+        let (size, sha) = hash_file(&p).unwrap();
+        assert_eq!(size, data.len() as u64);
+        assert_eq!(
+            sha,
+            ring::digest::digest(&ring::digest::SHA256, &data).as_ref()
+        );
+        let missing = d.path().join("missing");
+        let err = hash_file(&missing).unwrap_err();
+        assert_eq!((err.op, err.path), ("open", missing));
     }
 }

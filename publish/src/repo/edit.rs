@@ -1,9 +1,9 @@
 //! Draft edits for fleet rollout: waves, pause, withdraw with redirect, barriers, promotion.
 
 use semver::Version;
+use upd_channels::manifest::{Manifest, Release, Rollout};
 
 use super::{RepoError, Result};
-use crate::manifest::{Manifest, Release, Rollout};
 
 fn release_mut<'a>(draft: &'a mut Manifest, version: &Version) -> Result<&'a mut Release> {
     let channel = draft.channel.clone();
@@ -145,8 +145,8 @@ fn content(
     r: &Release,
 ) -> (
     &Version,
-    &crate::manifest::OsBuild,
-    &[crate::manifest::ExtBuild],
+    &upd_channels::manifest::OsBuild,
+    &[upd_channels::manifest::ExtBuild],
 ) {
     (&r.version, &r.os, &r.extensions)
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use semver::Version;
-use upd_channels::repo::withdraw;
+use upd_publish::repo::withdraw;
 
 use crate::common;
 

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use upd_channels::repo::Repo;
 use upd_keys::{sign_root, RootDocument, SigningKey};
+use upd_publish::repo::Repo;
 
 use crate::common::{self, load_keys, refs};
 

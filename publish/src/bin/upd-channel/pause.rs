@@ -1,7 +1,7 @@
 //! `upd-channel pause` / `resume`: stop or restart a release's rollout.
 
 use anyhow::Result;
-use upd_channels::repo::set_paused;
+use upd_publish::repo::set_paused;
 
 use crate::common;
 

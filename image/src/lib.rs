@@ -1,4 +1,4 @@
-//! Reading files from inside squashfs and erofs images.
+//! upd-image: reading files from inside squashfs and erofs images, for the updater and the publisher.
 //!
 //! Nothing outside the image is trusted: the format comes from the magic bytes, paths are
 //! resolved component by component inside the image (symlinks included, absolute ones
@@ -13,8 +13,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+use upd_channels::osrelease::{OsRelease, ReleaseError};
 
-use crate::osrelease::{OsRelease, ReleaseError};
 use tree::{with_tree, Kind, Tree};
 
 /// The most bytes read from an os-release or extension-release file.

@@ -6,7 +6,7 @@ use anyhow::Result;
 use chrono::{DateTime, SecondsFormat, Utc};
 use upd_channels::manifest::{Manifest, Release};
 use upd_channels::name::Name;
-use upd_channels::repo::Repo;
+use upd_publish::repo::Repo;
 
 use crate::common;
 

@@ -20,7 +20,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
-        let (bound, server) = upd_channels::serve::bind(args.repo.clone(), args.listen)
+        let (bound, server) = upd_publish::serve::bind(args.repo.clone(), args.listen)
             .await
             .with_context(|| format!("serving {}", args.repo.display()))?;
         println!("http://{bound}/");

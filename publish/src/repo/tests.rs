@@ -1,8 +1,11 @@
 use chrono::{TimeZone, Utc};
 use semver::Version;
+use upd_channels::manifest::{
+    ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Target,
+};
+use upd_durable::TMP_PREFIX;
 
 use super::*;
-use crate::manifest::{ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Target};
 
 fn target(path: &str, byte: u8) -> Target {
     Target {

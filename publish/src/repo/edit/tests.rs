@@ -1,9 +1,9 @@
 use chrono::{TimeZone, Utc};
 use semver::Version;
+use upd_channels::manifest::RolloutStep;
+use upd_channels::name::Name;
 
 use super::*;
-use crate::manifest::RolloutStep;
-use crate::name::Name;
 use crate::repo::tests::{draft, release};
 
 fn v(s: &str) -> Version {

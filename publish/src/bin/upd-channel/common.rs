@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use semver::Version;
 use upd_channels::manifest::Manifest;
 use upd_channels::name::Name;
-use upd_channels::repo::Repo;
 use upd_keys::SigningKey;
+use upd_publish::repo::Repo;
 
 /// Logs go to stderr; `UPD_LOG` (an env filter) overrides the `-v` level.
 pub fn init_logging(verbose: u8) {

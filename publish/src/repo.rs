@@ -13,37 +13,32 @@ mod edit;
 mod release;
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use semver::Version;
+use upd_channels::compat::Incompatible;
+use upd_channels::manifest::{Manifest, SchemaError, Sha256, Target};
+use upd_channels::name::{Name, NameError, RelPath};
+use upd_durable::{atomic_write, rename_durable, sweep_tmp, tmp_sibling, PathError};
+use upd_image::ImageError;
 use upd_keys::{KeyError, TrustedRoot};
-
-use crate::compat::Incompatible;
-use crate::image::ImageError;
-use crate::manifest::{Manifest, SchemaError, Sha256, Target};
-use crate::name::{Name, NameError, RelPath};
 
 pub use edit::{check_rollout, promote, set_barrier, set_paused, set_rollout, withdraw, Promoted};
 pub use release::{add_release, inspect_ext, inspect_os, Added, ExtSource};
 
-/// Prefix of every temporary file the publisher creates next to its destination.
-pub const TMP_PREFIX: &str = ".upd-tmp-";
+/// Mode asked for the files the repository writes; the umask decides, as for `File::create`.
+const FILE_MODE: u32 = 0o666;
 
 /// Why a repository operation was refused; nothing was written when one is returned.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
     /// A file or directory could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     /// A draft or manifest file is not a valid manifest.
     #[error("{path}: {source}")]
     Manifest {
@@ -209,11 +204,8 @@ pub enum RepoError {
 /// Shorthand for results of this module.
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
-    move |source| RepoError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RepoError + 'a {
+    move |source| RepoError::Io(PathError::new(op, path, source))
 }
 
 /// A channel repository rooted at a directory.
@@ -262,7 +254,7 @@ impl Repo {
             match fs::read(&path) {
                 Ok(bytes) => out.push(bytes),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) => return Err(io_err(&path)(e)),
+                Err(e) => return Err(io_err("read", &path)(e)),
             }
         }
         Ok(out)
@@ -288,7 +280,7 @@ impl Repo {
         if path.exists() {
             return Err(RepoError::RootExists { path });
         }
-        write_atomic(&path, envelope)?;
+        atomic_write(&path, envelope, FILE_MODE)?;
         Ok(path)
     }
 
@@ -302,7 +294,7 @@ impl Repo {
                     path,
                 })
             }
-            r => r.map_err(io_err(&path))?,
+            r => r.map_err(io_err("read", &path))?,
         };
         Manifest::from_bytes(&bytes).map_err(|source| RepoError::Manifest { path, source })
     }
@@ -311,7 +303,7 @@ impl Repo {
     pub fn save_draft(&self, draft: &Manifest) -> Result<PathBuf> {
         draft.validate().map_err(RepoError::Invalid)?;
         let path = self.draft_file(&draft.channel);
-        write_atomic(&path, &draft.to_bytes())?;
+        atomic_write(&path, &draft.to_bytes(), FILE_MODE)?;
         Ok(path)
     }
 
@@ -321,12 +313,12 @@ impl Repo {
     }
 
     /// The payload of the published manifest, read without verifying its signatures (the
-    /// publisher's own file; machines use [`crate::verify`]); `None` before the first `sign`.
+    /// publisher's own file; machines use [`upd_channels::verify`]); `None` before the first `sign`.
     pub fn published_manifest(&self, channel: &Name) -> Result<Option<Manifest>> {
         let path = self.manifest_file(channel);
         let bytes = match fs::read(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            r => r.map_err(io_err(&path))?,
+            r => r.map_err(io_err("read", &path))?,
         };
         let bad = |reason: String| RepoError::Envelope {
             path: path.clone(),
@@ -345,17 +337,17 @@ impl Repo {
     /// Writes a channel's signed manifest atomically; returns its path.
     pub fn write_manifest(&self, channel: &Name, envelope: &[u8]) -> Result<PathBuf> {
         let path = self.manifest_file(channel);
-        write_atomic(&path, envelope)?;
+        atomic_write(&path, envelope, FILE_MODE)?;
         Ok(path)
     }
 
     /// Copies `src` to `rel` under the repository via a temporary file and a
     /// rename, and returns its target; an identical file already there is kept.
     pub fn import_image(&self, src: &Path, rel: &RelPath) -> Result<Target> {
-        let (size, sha256) = hash_file(src)?;
+        let (size, sha256) = hash_image(src)?;
         let dest = rel.under(&self.root);
         if dest.exists() {
-            let (_, existing) = hash_file(&dest)?;
+            let (_, existing) = hash_image(&dest)?;
             if existing != sha256 {
                 return Err(RepoError::ImageExists {
                     path: dest,
@@ -365,16 +357,24 @@ impl Repo {
             }
         } else {
             let dir = dest.parent().expect("a repository path has a parent");
-            fs::create_dir_all(dir).map_err(io_err(dir))?;
-            let tmp = dir.join(format!("{TMP_PREFIX}{}", rel.file_name()));
-            let _ = fs::remove_file(&tmp);
+            fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+            // The temporary name carries the process id: what an import killed midway left
+            // (perhaps a whole image) goes first.
+            sweep_tmp(dir)?;
+            let tmp = tmp_sibling(&dest);
             // A copy, not a hard link: a builder rewriting its output in place must not change
             // a published image under its signed hash.
-            fs::copy(src, &tmp).map_err(io_err(&tmp))?;
-            File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&tmp))?;
-            rename_durable(&tmp, &dest)?;
+            let copied = (|| -> Result<()> {
+                fs::copy(src, &tmp).map_err(io_err("copy to", &tmp))?;
+                File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err("fsync", &tmp))?;
+                Ok(rename_durable(&tmp, &dest)?)
+            })();
+            if copied.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            copied?;
         }
         Ok(Target {
             path: rel.clone(),
@@ -386,7 +386,7 @@ impl Repo {
 
 impl Repo {
     /// Checks that every image `release` names is in the repository with its size and SHA-256.
-    pub fn check_release_files(&self, release: &crate::manifest::Release) -> Result<()> {
+    pub fn check_release_files(&self, release: &upd_channels::manifest::Release) -> Result<()> {
         let targets =
             std::iter::once(&release.os.image).chain(release.extensions.iter().map(|e| &e.image));
         for t in targets {
@@ -400,7 +400,7 @@ impl Repo {
                     ),
                 });
             }
-            let (size, sha256) = hash_file(&path)?;
+            let (size, sha256) = hash_image(&path)?;
             if size != t.size || sha256 != t.sha256 {
                 return Err(RepoError::TargetMismatch {
                     path,
@@ -435,46 +435,10 @@ fn rel(s: &str, what: &str) -> Result<RelPath> {
     })
 }
 
-/// Size and SHA-256 of a file, read in chunks.
-pub fn hash_file(path: &Path) -> Result<(u64, Sha256)> {
-    let mut f = File::open(path).map_err(io_err(path))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        ctx.update(&buf[..n]);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    Ok((size, Sha256(out)))
-}
-
-/// Writes `bytes` to `path`: temporary sibling, write, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("a file path has a parent");
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let name = path
-        .file_name()
-        .expect("a file path has a name")
-        .to_string_lossy();
-    let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    rename_durable(&tmp, path)
-}
-
-fn rename_durable(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(io_err(to))?;
-    let dir = to.parent().expect("a file path has a parent");
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+/// Size and SHA-256 of an image, as a manifest target records them.
+fn hash_image(path: &Path) -> Result<(u64, Sha256)> {
+    let (size, sha256) = upd_durable::hash_file(path)?;
+    Ok((size, Sha256(sha256)))
 }
 
 #[cfg(test)]

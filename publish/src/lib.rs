@@ -1,0 +1,4 @@
+//! upd-publish: the publisher's side of upd, its channel repository on disk and a development HTTP server.
+
+pub mod repo;
+pub mod serve;
