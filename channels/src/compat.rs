@@ -90,7 +90,10 @@ pub enum Incompatible {
 
 impl fmt::Display for Incompatible {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use Incompatible::*;
+        use Incompatible::{
+            Architecture, EmptyRelease, Id, MissingId, MissingVersionId, ReleaseFileName, Scope,
+            SysextLevel, VersionId,
+        };
         match self {
             ReleaseFileName { image, found } => write!(
                 f,
@@ -159,7 +162,10 @@ pub fn check(
     if let Some(scope) = &host.scope {
         let scopes: Vec<String> = match ext.sysext_scope() {
             Some(s) => s.split_ascii_whitespace().map(str::to_string).collect(),
-            None => DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            None => DEFAULT_SCOPES
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
         };
         if !scopes.contains(scope) {
             return Err(Incompatible::Scope {

@@ -172,7 +172,7 @@ impl Rollout {
         for _ in 0..1000 {
             match at.checked_sub_signed(step) {
                 Some(before) if before >= self.start && self.admits(position, before) => {
-                    at = before
+                    at = before;
                 }
                 _ => break,
             }

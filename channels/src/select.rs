@@ -150,7 +150,10 @@ mod tests {
     }
 
     fn pick(m: &Manifest, running: &str, failed: &[&str]) -> (Option<String>, Vec<String>) {
-        let failed = failed.iter().map(|s| s.to_string()).collect();
+        let failed = failed
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         let s = select(m, &running.parse().unwrap(), &failed, |_| Ok(()));
         (
             s.target.map(|r| r.version.to_string()),

@@ -135,7 +135,7 @@ fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
 
 /// The strong validator of a file: inode, size and modification time in nanoseconds.
 fn etag_of(meta: &std::fs::Metadata) -> String {
-    let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+    let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
     format!("\"{:x}-{:x}-{:x}\"", meta.ino(), meta.size(), mtime_ns)
 }
 

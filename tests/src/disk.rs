@@ -169,8 +169,10 @@ impl Disk {
         let field = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(name))
-                .map(str::trim)
-                .unwrap_or_else(|| panic!("sgdisk -i {index}: no {name:?} in {text}"))
+                .map_or_else(
+                    || panic!("sgdisk -i {index}: no {name:?} in {text}"),
+                    str::trim,
+                )
                 .to_string()
         };
         let sectors = |name: &str| -> u64 {

@@ -338,7 +338,7 @@ fn body(plan: Plan) -> Body {
             return None;
         }
         let limit = match (st.plan.fault, st.plan.active) {
-            (Fault::CutAfter { at, .. }, true) | (Fault::StallAfter { at, .. }, true) => Some(at),
+            (Fault::CutAfter { at, .. } | Fault::StallAfter { at, .. }, true) => Some(at),
             _ => None,
         };
         if limit.is_some_and(|at| st.sent_here >= at) {

@@ -37,9 +37,10 @@ pub fn require_root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("system tests need root and CI=true: refusing to skip");
-    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "system tests need root and CI=true: refusing to skip"
+    );
     eprintln!("SKIP (not root): this system test needs root for mount namespaces and loop devices");
     false
 }

@@ -138,7 +138,7 @@ fn each_broken_rule_is_refused_with_its_reason() {
             |v| {
                 v["releases"][0]["rollout"] = serde_json::json!({
             "start": "2026-11-02T00:00:00Z",
-            "steps": [{"after_hours": 0.0, "percent": 50.0}, {"after_hours": 1.0, "percent": 10.0}]})
+            "steps": [{"after_hours": 0.0, "percent": 50.0}, {"after_hours": 1.0, "percent": 10.0}]});
             },
             "grow",
         ),
@@ -146,7 +146,7 @@ fn each_broken_rule_is_refused_with_its_reason() {
             "rollout over 100",
             |v| {
                 v["releases"][0]["rollout"] = serde_json::json!({
-            "start": "2026-11-02T00:00:00Z", "steps": [{"after_hours": 0.0, "percent": 101.0}]})
+            "start": "2026-11-02T00:00:00Z", "steps": [{"after_hours": 0.0, "percent": 101.0}]});
             },
             "outside",
         ),

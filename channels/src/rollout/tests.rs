@@ -112,7 +112,7 @@ fn fleet_share_follows_the_schedule() {
 fn eligibility_never_goes_back() {
     let r = waves();
     let pos = positions(&machine_ids(FLEET, 2), "2.0.0");
-    let grid: Vec<DateTime<Utc>> = (-4..=160).map(|i| at_hours(i as f64 * 0.5)).collect();
+    let grid: Vec<DateTime<Utc>> = (-4..=160).map(|i| at_hours(f64::from(i) * 0.5)).collect();
     let mut checked = 0usize;
     for (i, &p) in pos.iter().enumerate() {
         let p = effective_position(p, (i % 5) as f64 / 4.0);
@@ -153,17 +153,14 @@ fn eligible_from_agrees_with_eligible() {
     let capped = schedule(&[(2.0, 20.0), (2.0, 40.0), (10.0, 80.0)]);
     for r in [waves(), capped] {
         for p in positions(&machine_ids(2_000, 4), "2.0.0") {
-            match r.eligible_from(p) {
-                Some(t) => {
-                    assert!(eligible(Some(&r), p, t), "{p} not eligible at {t}");
-                    let before = t - Duration::milliseconds(1);
-                    assert!(!eligible(Some(&r), p, before), "{p} eligible before {t}");
-                }
-                None => {
-                    let last = r.steps.last().unwrap().percent;
-                    assert!(p * 100.0 > last, "{p} within the final {last} % but None");
-                    assert!(!eligible(Some(&r), p, at_hours(1e6)));
-                }
+            if let Some(t) = r.eligible_from(p) {
+                assert!(eligible(Some(&r), p, t), "{p} not eligible at {t}");
+                let before = t - Duration::milliseconds(1);
+                assert!(!eligible(Some(&r), p, before), "{p} eligible before {t}");
+            } else {
+                let last = r.steps.last().unwrap().percent;
+                assert!(p * 100.0 > last, "{p} within the final {last} % but None");
+                assert!(!eligible(Some(&r), p, at_hours(1e6)));
             }
         }
     }
@@ -188,7 +185,7 @@ fn full_wariness_waits_for_the_whole_fleet() {
 fn wariness_formula() {
     assert_eq!(effective_position(0.3, 0.0), 0.3);
     assert!((effective_position(0.2, 0.5) - 0.6).abs() < 1e-12);
-    let grid: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
+    let grid: Vec<f64> = (0..=20).map(|i| f64::from(i) / 20.0).collect();
     for &p in &grid {
         for pair in grid.windows(2) {
             let (lo, hi) = (

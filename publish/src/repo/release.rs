@@ -64,18 +64,17 @@ pub fn inspect_os(
         let reason = format!("'{}' is missing or not a safe name", identity.id);
         return Err(field_err(image, "ID", reason));
     }
-    let version = match version {
-        Some(v) => v.clone(),
-        None => {
-            let (field, value) = ["IMAGE_VERSION", "VERSION_ID"]
-                .iter()
-                .find_map(|k| os.get_nonempty(k).map(|v| (*k, v)))
-                .ok_or_else(|| {
-                    let reason = "neither IMAGE_VERSION nor VERSION_ID is set; pass --version";
-                    field_err(image, "VERSION_ID", reason.to_string())
-                })?;
-            parse_version(image, field, value, "pass --version")?
-        }
+    let version = if let Some(v) = version {
+        v.clone()
+    } else {
+        let (field, value) = ["IMAGE_VERSION", "VERSION_ID"]
+            .iter()
+            .find_map(|k| os.get_nonempty(k).map(|v| (*k, v)))
+            .ok_or_else(|| {
+                let reason = "neither IMAGE_VERSION nor VERSION_ID is set; pass --version";
+                field_err(image, "VERSION_ID", reason.to_string())
+            })?;
+        parse_version(image, field, value, "pass --version")?
     };
     Ok((version, identity))
 }

@@ -58,7 +58,7 @@ async fn get(
 }
 
 fn len_of(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    std::fs::metadata(p).map_or(0, |m| m.len())
 }
 
 #[tokio::test]

@@ -49,7 +49,7 @@ fn read_commands_leave_a_machine_with_a_switch_cut_short_as_it_was() {
         "{}",
         text_of(&out)
     );
-    let root = rig.m.root().to_path_buf();
+    let root = rig.m.root().clone();
     let before = tree::snapshot(&root);
     let merged = rig.merged();
     assert!(
@@ -88,7 +88,7 @@ fn read_commands_leave_an_ab_machine_with_a_staged_os_as_it_was() {
     rig.add_v2();
     rig.upd_ok(&["pull"], 0);
     assert_eq!(rig.state()["pending"]["os_version"], V2);
-    let root = rig.m.root().to_path_buf();
+    let root = rig.m.root().clone();
     let disk = rig.disk.device();
     let before = tree::snapshot(&root);
     let disk_before = sha256_of(&disk);

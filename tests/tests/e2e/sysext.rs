@@ -62,7 +62,7 @@ fn squashfs_and_erofs_extensions_merge_and_their_programs_run() {
         .list()
         .unwrap();
     let mut names: Vec<&str> = listed.iter().map(|i| i.name.as_str()).collect();
-    names.sort();
+    names.sort_unstable();
     assert_eq!(names, ["extras", "tools"]);
 
     expect_ok(&machine.sysext(&["merge"]), "merge");

@@ -24,10 +24,10 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
     match s.reconciled {
         Reconciled::Nothing => {}
         Reconciled::Undone => {
-            eprintln!("upd: boot: undid a switch cut short; the previous set stays")
+            eprintln!("upd: boot: undid a switch cut short; the previous set stays");
         }
         Reconciled::Completed => {
-            eprintln!("upd: boot: completed a switch cut short; the new set is active")
+            eprintln!("upd: boot: completed a switch cut short; the new set is active");
         }
     }
     let report = boot::boot(&mut s, now)?;

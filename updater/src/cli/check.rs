@@ -1,10 +1,10 @@
 //! `upd check`: what would be installed, and will it merge. Reads only: nothing on the machine
 //! changes, not even the serial it saw.
 
-use chrono::Utc;
-use serde::Serialize;
+use std::collections::BTreeMap;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use upd_channels::builds;
 use upd_channels::manifest::Manifest;
 use upd_channels::select::Skipped;
@@ -45,7 +45,7 @@ struct OsUpdate {
     /// they have one, or are dropped with --drop-extension).
     blocked_by: Vec<String>,
     /// The extension builds that would be staged with it.
-    extensions: std::collections::BTreeMap<String, String>,
+    extensions: BTreeMap<String, String>,
     /// The running release is withdrawn and the publisher directs this machine here.
     redirected: bool,
 }
@@ -202,8 +202,8 @@ fn os_update(
                 .map(|b| (b.name.to_string(), b.version.to_string()))
                 .collect(),
         ),
-        Err(Error::Gated { blockers, .. }) => (blockers, Default::default()),
-        Err(e) => (vec![e.to_string()], Default::default()),
+        Err(Error::Gated { blockers, .. }) => (blockers, BTreeMap::new()),
+        Err(e) => (vec![e.to_string()], BTreeMap::new()),
     };
     let o = OsUpdate {
         version: r.version.to_string(),

@@ -19,7 +19,7 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
     let now = Utc::now();
     let manifest = runtime()?.block_on(View::open(m)?.check_channel(now))?;
     if a.json {
-        return print_json(&manifest).map(|_| exit::OK);
+        return print_json(&manifest).map(|()| exit::OK);
     }
     println!(
         "channel {} serial {} expires {}",

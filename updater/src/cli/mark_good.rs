@@ -33,7 +33,7 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
                 format!("OS {os_version} failed its health checks; the previous OS boots next");
             rebooted = Some(runtime()?.block_on(reboot::after_stage(&s.machine, &why, now))?);
         }
-        _ => {}
+        MarkGood::NoSlots => {}
     }
     if a.json {
         print_json(&serde_json::json!({ "mark_good": result, "reboot": rebooted }))?;

@@ -50,7 +50,7 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
             "upd: rollback staged: generation {generation} (OS {os_version}) on {slot} boots next; reboot to switch"
         ),
         Rollback::Switched { generation } => {
-            eprintln!("upd: rolled back: the previous extension set is active (generation {generation})")
+            eprintln!("upd: rolled back: the previous extension set is active (generation {generation})");
         }
     }
     Ok(exit::OK)

@@ -247,14 +247,14 @@ impl Settings {
             "LINK_DIR" => self.link_dir = val(e, d.link_dir, values::abs_path)?,
             "STATE_DIR" => self.state_dir = val(e, d.state_dir, values::abs_path)?,
             "KEYS_DIR" => {
-                self.keys_dirs = val(e, d.keys_dirs, |v| values::abs_path(v).map(|p| vec![p]))?
+                self.keys_dirs = val(e, d.keys_dirs, |v| values::abs_path(v).map(|p| vec![p]))?;
             }
             "REBOOT_STRATEGY" => self.reboot_strategy = val(e, d.reboot_strategy, str::parse)?,
             "REBOOT_WINDOW" => {
                 self.reboot_window = (!v.is_empty()).then(|| Sourced {
                     value: v.to_string(),
                     origin: e.origin.clone(),
-                })
+                });
             }
             "FLEET_LOCK_URL" => self.fleet_lock_url = opt(e, values::http_url)?,
             "ETCD_ENDPOINTS" => {
@@ -263,17 +263,17 @@ impl Settings {
             }
             "PARALLEL_DOWNLOADS" => {
                 self.parallel_downloads =
-                    val(e, d.parallel_downloads, |v| values::int_in(v, 1, 16))?
+                    val(e, d.parallel_downloads, |v| values::int_in(v, 1, 16))?;
             }
             "CONNECT_TIMEOUT_SECS" => {
-                self.connect_timeout = val(e, d.connect_timeout, |v| values::seconds(v, 600))?
+                self.connect_timeout = val(e, d.connect_timeout, |v| values::seconds(v, 600))?;
             }
             "STALL_TIMEOUT_SECS" => {
-                self.stall_timeout = val(e, d.stall_timeout, |v| values::seconds(v, 3600))?
+                self.stall_timeout = val(e, d.stall_timeout, |v| values::seconds(v, 3600))?;
             }
             "RETRIES" => self.retries = val(e, d.retries, |v| values::int_in(v, 0, 20))?,
             "MACHINE_ID_PATH" => {
-                self.machine_id_path = val(e, d.machine_id_path, values::abs_path)?
+                self.machine_id_path = val(e, d.machine_id_path, values::abs_path)?;
             }
             "RETENTION" => self.retention = val(e, d.retention, |v| values::int_in(v, 0, 32))?,
             "SYSEXT_BIN" => self.sysext_bin = val(e, d.sysext_bin, values::abs_path)?,
@@ -285,17 +285,17 @@ impl Settings {
             "REBOOT_COMMAND" => {
                 self.reboot_command = val(e, d.reboot_command, |v| {
                     Ok(v.split_whitespace().map(String::from).collect())
-                })?
+                })?;
             }
             "ETCD_LOCK_SLOTS" => {
-                self.etcd_lock_slots = val(e, d.etcd_lock_slots, |v| values::int_in(v, 1, 1000))?
+                self.etcd_lock_slots = val(e, d.etcd_lock_slots, |v| values::int_in(v, 1, 1000))?;
             }
             "UPDATE_JITTER_SECS" => {
                 self.update_jitter = val(e, d.update_jitter, |v| {
                     values::int_in(v, 0u64, 86400)
                         .map(Duration::from_secs)
                         .map_err(|x| format!("{x} (seconds, 0 for none)"))
-                })?
+                })?;
             }
             "HEALTH_DIR" => self.health_dir = val(e, d.health_dir, values::abs_path)?,
             k => match k.strip_prefix("EXTENSION_").map(values::name) {

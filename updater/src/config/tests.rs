@@ -16,7 +16,10 @@ fn machine(files: &[(&str, &str)]) -> (tempfile::TempDir, Root) {
 
 fn err_of(files: &[(&str, &str)], overrides: &[&str]) -> String {
     let (_d, root) = machine(files);
-    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let o: Vec<String> = overrides
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     Settings::load(&root, None, &o).unwrap_err().to_string()
 }
 

@@ -187,12 +187,11 @@ impl Machine {
             if now.as_ref() == target.as_ref() {
                 continue;
             }
-            match target {
-                Some(t) => upd_durable::symlink_atomic(t, &link)?,
-                None => {
-                    fs::remove_file(&link).map_err(|e| PathError::new("remove link", &link, e))?;
-                    upd_durable::sync_dir(&self.link_dir())?;
-                }
+            if let Some(t) = target {
+                upd_durable::symlink_atomic(t, &link)?;
+            } else {
+                fs::remove_file(&link).map_err(|e| PathError::new("remove link", &link, e))?;
+                upd_durable::sync_dir(&self.link_dir())?;
             }
             after_each();
         }

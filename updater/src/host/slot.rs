@@ -272,13 +272,13 @@ impl Slots {
         };
         let mut f = File::open(&self.disk).map_err(|e| io(what(), e))?;
         // Drop cached pages, so the bytes come from the medium and not from what we just wrote.
-        // SAFETY: plain syscall on a descriptor we own; no memory is passed.
-        unsafe {
-            libc::posix_fadvise(
+        if let (Ok(off), Ok(n)) = (i64::try_from(slot.offset), i64::try_from(len)) {
+            // Advisory: should it fail, the read-back may come from the cache, as before.
+            let _ = nix::fcntl::posix_fadvise(
                 f.as_raw_fd(),
-                slot.offset as i64,
-                len as i64,
-                libc::POSIX_FADV_DONTNEED,
+                off,
+                n,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
             );
         }
         std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(slot.offset))

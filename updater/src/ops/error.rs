@@ -34,7 +34,7 @@ pub enum Error {
     #[error(transparent)]
     Fetch(#[from] FetchError),
     /// Several downloads failed.
-    #[error("{} download(s) failed: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("{} download(s) failed: {}", .0.len(), .0.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("; "))]
     Fetches(Vec<FetchError>),
     /// The running OS is not a release of the channel.
     #[error(

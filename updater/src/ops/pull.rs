@@ -186,11 +186,7 @@ fn target_generation(
 
 fn diff(state: &State, target: &Generation) -> BTreeMap<String, (Option<String>, Option<String>)> {
     let empty = BTreeMap::new();
-    let before = state
-        .active
-        .as_ref()
-        .map(|a| &a.extensions)
-        .unwrap_or(&empty);
+    let before = state.active.as_ref().map_or(&empty, |a| &a.extensions);
     let mut out = BTreeMap::new();
     for name in before.keys().chain(target.extensions.keys()) {
         let (a, b) = (before.get(name), target.extensions.get(name));

@@ -43,8 +43,11 @@ pub fn run(args: Args) -> Result<()> {
     let now = Utc::now();
     let root_keys = load_keys(&args.root_keys)?;
     let channel_keys = load_keys(&args.channel_keys)?;
-    let public =
-        |keys: &[upd_keys::SigningKey]| keys.iter().map(|k| k.public()).collect::<Vec<_>>();
+    let public = |keys: &[upd_keys::SigningKey]| {
+        keys.iter()
+            .map(upd_keys::SigningKey::public)
+            .collect::<Vec<_>>()
+    };
     let doc = RootDocument::new(
         1,
         common::expires_in(now, args.expires_days)?,

@@ -101,6 +101,7 @@ impl Disk {
 }
 
 /// The logical sector size the kernel uses for a block device.
+#[allow(unsafe_code)] // the one ioctl without a safe wrapper in nix or rustix
 fn block_sector_size(file: &File) -> std::io::Result<u64> {
     let mut size: libc::c_int = 0;
     // SAFETY: BLKSSZGET stores one int through the pointer, which points at `size`; the fd is open.
@@ -167,7 +168,7 @@ impl Copy {
             )));
         }
         // 4. A sane entry array shape.
-        let (count, entry_size) = (le32(&header, 80) as u64, le32(&header, 84) as usize);
+        let (count, entry_size) = (u64::from(le32(&header, 80)), le32(&header, 84) as usize);
         if entry_size < MIN_ENTRY_SIZE || entry_size % 8 != 0 {
             return Err(bad(format!("partition entry size {entry_size}")));
         }

@@ -243,7 +243,7 @@ impl Fetcher {
         self.cfg
             .backoff_base
             .saturating_mul(1 << attempt.min(16))
-            .min(Duration::from_secs(60))
+            .min(Duration::from_mins(1))
     }
 
     /// One request: bring `part` to the full size or fail. `part` stays consistent with the file on disk.

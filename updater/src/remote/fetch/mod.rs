@@ -36,7 +36,7 @@ impl Default for FetchConfig {
     fn default() -> Self {
         Self {
             timeout_connect: Duration::from_secs(15),
-            stall_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_mins(1),
             retries: 4,
             backoff_base: Duration::from_secs(1),
             parallel: 4,

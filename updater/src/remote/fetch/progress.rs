@@ -40,7 +40,10 @@ impl LogProgress {
 
 impl Progress for LogProgress {
     fn start(&self, name: &str, total: u64) {
-        *self.name.lock().unwrap_or_else(|e| e.into_inner()) = name.to_string();
+        *self
+            .name
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = name.to_string();
         self.total.store(total, Ordering::Relaxed);
         self.done.store(0, Ordering::Relaxed);
         tracing::info!(name, total, "download started");
@@ -51,13 +54,21 @@ impl Progress for LogProgress {
         let total = self.total.load(Ordering::Relaxed).max(1);
         let (a, b) = (before * 10 / total, (before + n) * 10 / total);
         if b > a && b < 10 {
-            let name = self.name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let name = self
+                .name
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             tracing::info!(name, percent = b * 10, "downloading");
         }
     }
 
     fn finish(&self) {
-        let name = self.name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let name = self
+            .name
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         tracing::info!(
             name,
             bytes = self.done.load(Ordering::Relaxed),

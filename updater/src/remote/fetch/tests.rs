@@ -276,7 +276,7 @@ fn free_space_and_backoff() {
     let f = fetcher();
     assert_eq!(f.backoff(0), Duration::from_millis(10));
     assert_eq!(f.backoff(3), Duration::from_millis(80));
-    assert_eq!(f.backoff(40), Duration::from_secs(60));
+    assert_eq!(f.backoff(40), Duration::from_mins(1));
     assert_eq!(
         partial_path(Path::new("/s/a.raw")),
         Path::new("/s/a.raw.partial")

@@ -146,16 +146,15 @@ fn write_all_vectored(file: &mut File, batch: &mut Vec<Bytes>) -> std::io::Resul
 
 /// Ask the kernel to start writing back a range now, so the final fsync has little left to wait for.
 /// Advisory: a failure only means the fsync does all the work.
+#[allow(unsafe_code)] // sync_file_range(2) has no safe wrapper in nix 0.29
 fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
     // SAFETY: plain syscall on a file descriptor we own; no memory is passed.
     let _ = unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as i64,
-            len as i64,
-            libc::SYNC_FILE_RANGE_WRITE,
-        )
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
     };
 }
 

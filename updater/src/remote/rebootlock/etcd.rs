@@ -86,9 +86,12 @@ impl EtcdLock {
     /// Free the slot held by machine `id` (an operator's recovery for a holder that never came back).
     pub async fn force_release(&self, id: &str) -> Result<(), RebootLockError> {
         // The outcome is unused: a release has nothing to report but errors.
-        self.change(|sem| match sem.unlock(id) {
-            true => Change::Write(Outcome::Acquired),
-            false => Change::Done(Outcome::Acquired),
+        self.change(|sem| {
+            if sem.unlock(id) {
+                Change::Write(Outcome::Acquired)
+            } else {
+                Change::Done(Outcome::Acquired)
+            }
         })
         .await
         .map(|_| ())
@@ -160,8 +163,8 @@ enum Change {
 
 /// A short pause after a lost compare-and-swap, spread by the machine id so losers do not retry in step.
 fn backoff(attempt: u32, id: &str) -> Duration {
-    let spread = id
-        .bytes()
-        .fold(attempt, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+    let spread = id.bytes().fold(attempt, |h, b| {
+        h.wrapping_mul(31).wrapping_add(u32::from(b))
+    });
     Duration::from_millis(u64::from(attempt.min(10) + spread % 7))
 }

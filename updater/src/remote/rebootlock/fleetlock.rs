@@ -53,7 +53,7 @@ impl FleetLock {
         .expect("two strings always serialise");
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_mins(1))
             .build()
             .expect("a reqwest client with rustls and timeouts builds");
         Self { base, body, http }
@@ -112,12 +112,11 @@ impl FleetLock {
 
 /// The reason of a refusal: the server's `kind: value`, else the status and body text.
 fn reason(status: StatusCode, body: &[u8]) -> String {
-    match serde_json::from_slice::<Rejection>(body) {
-        Ok(r) => format!("{}: {} (HTTP {})", r.kind, r.value, status.as_u16()),
-        Err(_) => {
-            let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
-            format!("HTTP {}: {}", status.as_u16(), text.trim())
-        }
+    if let Ok(r) = serde_json::from_slice::<Rejection>(body) {
+        format!("{}: {} (HTTP {})", r.kind, r.value, status.as_u16())
+    } else {
+        let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+        format!("HTTP {}: {}", status.as_u16(), text.trim())
     }
 }
 

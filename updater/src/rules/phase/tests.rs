@@ -6,6 +6,7 @@ use chrono::Utc;
 
 use super::*;
 use crate::rules::gptprio::Prio;
+use crate::state::LinkSet;
 
 fn generation(id: u64, os: &str, slot: Option<&str>) -> Generation {
     Generation {
@@ -85,8 +86,8 @@ fn phases_without_a_pending_generation() {
     assert_eq!(Phase::of(&st, None), Phase::Idle);
     st.journal = Some(crate::state::SwitchJournal {
         target: generation(2, "1.0.0", None),
-        from: Default::default(),
-        to: Default::default(),
+        from: LinkSet::new(),
+        to: LinkSet::new(),
         phase: crate::state::SwitchPhase::Started,
     });
     assert_eq!(phase(&st, "USR-A", "1.0.0", None), Phase::Switching);

@@ -195,7 +195,7 @@ fn openings_in_daylight_saving_changes() {
 // the salt, and zero for a zero max.
 #[test]
 fn jitter_spreads_a_fleet() {
-    let max = Duration::from_secs(3600);
+    let max = Duration::from_hours(1);
     let ids: Vec<String> = (0..20_000u64)
         .map(|i| format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
         .collect();
