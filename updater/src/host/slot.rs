@@ -314,23 +314,36 @@ struct LoopDevice {
 }
 
 impl LoopDevice {
+    /// Attach a read-only loop device over `size` bytes of `disk` at `offset`. `losetup --find`
+    /// can lose a race for the free device it found to another process attaching at the same
+    /// instant (it then fails with ENXIO or EBUSY): such a failure is retried a few times.
     fn attach(disk: &Path, offset: u64, size: u64) -> Result<Self, SlotError> {
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--read-only", "--offset"])
-            .arg(offset.to_string())
-            .arg("--sizelimit")
-            .arg(size.to_string())
-            .arg(disk)
-            .output()
-            .map_err(|e| io("running losetup", e))?;
-        if !out.status.success() {
-            return Err(io(
-                format!("attaching a loop device to {}", disk.display()),
-                String::from_utf8_lossy(&out.stderr).trim(),
-            ));
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        loop {
+            let out = Command::new("losetup")
+                .args(["--find", "--show", "--read-only", "--offset"])
+                .arg(offset.to_string())
+                .arg("--sizelimit")
+                .arg(size.to_string())
+                .arg(disk)
+                .output()
+                .map_err(|e| io("running losetup", e))?;
+            if out.status.success() {
+                let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+                return Ok(Self { path });
+            }
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if attempt == ATTEMPTS {
+                return Err(io(
+                    format!("attaching a loop device to {}", disk.display()),
+                    why,
+                ));
+            }
+            tracing::debug!(attempt, %why, "losetup failed; retrying");
+            std::thread::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)));
+            attempt += 1;
         }
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        Ok(Self { path })
     }
 }
 
