@@ -7,6 +7,7 @@ use std::process::{Child, Stdio};
 
 use super::rig::*;
 use crate::failpoints::{points, SWITCH, UNDO};
+use upd_tests::bins;
 use upd_tests::faultserver::Fault;
 use upd_tests::sandbox::require_root;
 
@@ -156,6 +157,25 @@ fn sigkill_at_each_switch_step_then_live_pull_finishes() {
         assert!(status(&rig)["unfinished_switch"].is_null(), "{fp}");
         assert_eq!(rig.m.run_program("world").trim(), "world 1.1.0", "{fp}");
     }
+}
+
+#[test]
+fn default_build_ignores_upd_failpoint() {
+    // The upd that `cargo build -p upd` makes (default features: the binary that gets installed) pulls
+    // hello+world 1.1.0 with UPD_FAILPOINT naming the first step of the switch: it must not die there.
+    if !require_root() {
+        return;
+    }
+    let rig = rig_offering_v2();
+    let fp = points(SWITCH)[0];
+    let out = rig
+        .m
+        .upd_cmd(bins::upd_default(), &["pull"])
+        .env("UPD_FAILPOINT", fp)
+        .output()
+        .expect("run upd");
+    assert_eq!(out.status.code(), Some(0), "{fp}: {}", text_of(&out));
+    assert_eq!(rig.merged(), set_of("1.1.0"), "{fp}");
 }
 
 #[test]
