@@ -67,6 +67,16 @@ fn kill_at_each_stage_step() {
     }
 }
 
+/// A machine that pulled v2 and whose boot loader picked USR-B (a try consumed), its `upd boot` killed at `fp`.
+fn booted_into_v2_killed_in_upd_boot(fp: &str) -> OsRig {
+    let mut rig = OsRig::new(&[]);
+    rig.add_v2();
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(rig.boot_disk(), USR_B);
+    killed(&rig, &["boot"], fp);
+    rig
+}
+
 #[test]
 fn kill_while_upd_boot_links_the_new_set() {
     if !require_root() {
@@ -74,21 +84,13 @@ fn kill_while_upd_boot_links_the_new_set() {
     }
     for fp in points(BOOT) {
         // Killed between two links, then upd boot runs again in the same boot.
-        let mut rig = OsRig::new(&[]);
-        rig.add_v2();
-        rig.upd_ok(&["pull"], 0);
-        assert_eq!(rig.boot_disk(), USR_B);
-        killed(&rig, &["boot"], fp);
+        let rig = booted_into_v2_killed_in_upd_boot(fp);
         rig.upd_ok(&["boot"], 0);
         rig.merge();
         consistent(&rig, fp);
         assert_eq!(rig.running_os(), V2);
         // Killed between two links, then the power is cut: the boot loader falls back to v1.
-        let mut rig = OsRig::new(&[]);
-        rig.add_v2();
-        rig.upd_ok(&["pull"], 0);
-        assert_eq!(rig.boot_disk(), USR_B);
-        killed(&rig, &["boot"], fp);
+        let mut rig = booted_into_v2_killed_in_upd_boot(fp);
         assert_eq!(rig.reboot(), USR_A);
         consistent(&rig, &format!("{fp}, then power cut"));
         assert_eq!(rig.running_os(), V1);
