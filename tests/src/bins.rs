@@ -1,25 +1,43 @@
 //! The workspace's binaries under test, built once per test run next to the test binary, in its profile.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-/// The real `upd` (target/<profile>/upd), built once if need be.
+/// The real `upd` with failpoints (`UPD_FAILPOINT=NAME` kills it at NAME), built once if need be;
+/// the same build as this test binary links (see tests/Cargo.toml), so nothing is rebuilt.
 pub fn upd() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build("upd", "upd"))
+    BIN.get_or_init(|| build("upd", "upd", &["--features", "failpoints"], "failpoints"))
+}
+
+/// The real `upd` as `cargo build -p upd` makes it, with the default features: the binary that
+/// gets installed, which must ignore `UPD_FAILPOINT`.
+pub fn upd_default() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build("upd", "upd", &[], "default"))
 }
 
 /// The real `upd-channel` (target/<profile>/upd-channel), built once if need be: cargo builds a
 /// dependency's binaries only for that crate's own tests.
 pub fn upd_channel() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build("upd-publish", "upd-channel"))
+    BIN.get_or_init(|| build("upd-publish", "upd-channel", &[], "default"))
 }
 
-/// `cargo build -p PACKAGE --bin BIN` into this test binary's target directory and profile;
-/// returns the binary's path (cargo does nothing when it is up to date).
-fn build(package: &str, bin: &str) -> PathBuf {
+/// `cargo build -p PACKAGE --bin BIN FEATURE_ARGS` into this test binary's target directory and
+/// profile; returns the path of a hard link to the binary it made, `target/<profile>/e2e-bins/VARIANT/BIN`
+/// (cargo does nothing when the build is up to date).
+///
+/// Cargo replaces `target/<profile>/BIN` with a link to the last build of BIN, and the two builds of
+/// `upd` (with and without failpoints) share that name: the lock and the own link keep one test's
+/// build from swapping the binary under another's feet.
+fn build(package: &str, bin: &str, feature_args: &[&str], variant: &str) -> PathBuf {
+    static BUILDS: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
@@ -30,6 +48,7 @@ fn build(package: &str, bin: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "-p", package, "--bin", bin])
+        .args(feature_args)
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
@@ -42,11 +61,26 @@ fn build(package: &str, bin: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("run cargo build for {bin}: {e}"));
     assert!(
         status.success(),
-        "cargo build -p {package} --bin {bin} failed"
+        "cargo build -p {package} --bin {bin} {feature_args:?} failed"
     );
-    let path = profile_dir.join(bin);
-    assert!(path.exists(), "{} missing after the build", path.display());
-    path
+    let built = profile_dir.join(bin);
+    assert!(
+        built.exists(),
+        "{} missing after the build",
+        built.display()
+    );
+    let dir = profile_dir.join("e2e-bins").join(variant);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let kept = dir.join(bin);
+    match fs::remove_file(&kept) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            panic!("remove {}: {e}", kept.display())
+        }
+        _ => {}
+    }
+    fs::hard_link(&built, &kept)
+        .unwrap_or_else(|e| panic!("link {} to {}: {e}", kept.display(), built.display()));
+    kept
 }
 
 /// A temporary working directory to run the real `upd-channel` in (keys, images and the

@@ -10,9 +10,10 @@
 //! test process, see the machine as it sees itself through [`Machine::ns_root`] (`/proc/PID/root/ROOT`).
 //!
 //! systemd-sysext 252 ignores symlinks in its search paths when given `--root`, while upd links
-//! `/etc/extensions/NAME.raw` into its store. [`Machine::sysext_bin`] is a wrapper that, for the duration of
-//! one call, shadows each search directory with bind mounts of the link targets (resolved against ROOT, as
-//! the kernel would on the real machine), so the real binary merges exactly what a booted machine would.
+//! `/etc/extensions/NAME.raw` into its store. [`Machine::sysext_bin`] runs `scripts/sysext-root-wrapper` in
+//! the machine, which, for the duration of one call, shadows each search directory with bind mounts of the
+//! link targets (resolved against ROOT, as the kernel would on the real machine), so the real binary merges
+//! exactly what a booted machine would.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -28,6 +29,10 @@ use crate::images::{populate_usr_dir, OsSpec};
 
 /// The real merger.
 pub const SYSTEMD_SYSEXT: &str = "/usr/bin/systemd-sysext";
+
+/// The sysext wrapper for sandbox roots that the demo and the benches use too: takes ROOT from
+/// `--root=ROOT` and shadows under ROOT/../shadow (the machine's `shadow` directory).
+const ROOT_WRAPPER: &str = include_str!("../../scripts/sysext-root-wrapper");
 
 /// The search directories of systemd-sysext, relative to the root.
 pub const SEARCH_DIRS: [&str; 3] = ["etc/extensions", "run/extensions", "var/lib/extensions"];
@@ -327,11 +332,8 @@ impl Machine {
     fn write_wrapper(&self) {
         let bin = self.dir.path().join("bin");
         fs::create_dir_all(&bin).expect("create machine bin dir");
-        let inner = bin.join("sysext-inner.sh");
-        write_exec(
-            &inner,
-            &inner_script(&self.root(), &self.dir.path().join("shadow")),
-        );
+        let inner = bin.join("sysext-root-wrapper");
+        write_exec(&inner, ROOT_WRAPPER);
         let outer = format!(
             "#!/bin/sh\n# systemd-sysext inside sandbox machine {}\nexec nsenter -t {} -m -- /bin/sh '{}' \"$@\"\n",
             self.root().display(),
@@ -360,40 +362,6 @@ impl Drop for Machine {
 fn write_exec(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
-}
-
-/// The script run inside the namespace: shadow search dirs holding symlinks, run sysext, unshadow.
-fn inner_script(root: &Path, shadow: &Path) -> String {
-    let dirs = SEARCH_DIRS.join(" ");
-    format!(
-        r#"set -u
-ROOT='{root}'; SHADOW='{shadow}'; shadowed=""
-for d in {dirs}; do
-  dir="$ROOT/$d"; links=""
-  for f in "$dir"/*; do [ -L "$f" ] && links=1; done
-  [ -n "$links" ] || continue
-  s="$SHADOW/$(echo "$d" | tr / _)"; mkdir -p "$s"; mount -t tmpfs tmpfs "$s"
-  for f in "$dir"/*; do
-    [ -e "$f" ] || [ -L "$f" ] || continue
-    n=$(basename "$f"); t="$f"
-    if [ -L "$f" ]; then
-      t=$(readlink "$f")
-      case "$t" in /*) t="$ROOT$t" ;; *) t="$dir/$t" ;; esac
-      [ -e "$t" ] || continue
-    fi
-    if [ -d "$t" ]; then mkdir "$s/$n"; else : > "$s/$n"; fi
-    mount --bind "$t" "$s/$n"
-  done
-  mount --rbind "$s" "$dir"; shadowed="$shadowed $dir $s"
-done
-{bin} "$@"; rc=$?
-for m in $shadowed; do umount -R "$m"; done
-exit $rc
-"#,
-        root = root.display(),
-        shadow = shadow.display(),
-        bin = SYSTEMD_SYSEXT,
-    )
 }
 
 /// An attached loop device: its node and the `[DEV]:INODE` of its backing file, as `losetup -a` prints them.
@@ -464,5 +432,18 @@ fn collect_file_ids(dir: &Path, ids: &mut std::collections::BTreeSet<String>) {
         } else if meta.is_file() {
             ids.insert(id_of(&meta));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_wrapper_shadows_the_search_dirs_and_runs_the_real_merger() {
+        let dirs = format!("for d in {}; do", SEARCH_DIRS.join(" "));
+        assert!(ROOT_WRAPPER.contains(&dirs), "{dirs}");
+        let run = format!("{SYSTEMD_SYSEXT} \"$@\"; rc=$?");
+        assert!(ROOT_WRAPPER.contains(&run), "{run}");
     }
 }

@@ -1,5 +1,6 @@
 //! upd end-to-end suites, compiled into one test binary; one line per module says what it covers.
 mod disk; // the A/B disk rig itself on real loop devices: GPT slots (sgdisk and raw bytes), gptprio boots and fallback, release
+mod failpoints; // upd's failpoints grouped by prefix for the kill suites; every point is in a group some suite kills at
 mod fetch; // the upd fetcher over real HTTP with injected faults: hash, size limit, resume, stall, retries, ETag
 mod fleet; // fleet rollout on real sandbox machines: 20 machines through a real etcd reboot semaphore, waves, pause, withdraw, redirect, replay, FleetLock
 mod os; // OS (A/B) updates on a real GPT disk on loop devices: stage, reboot, mark-good, fallback, rollback, kills

@@ -6,6 +6,7 @@
 //! overrides from the command line. Every assignment is applied in that order, so the later one
 //! wins; an empty value (`KEY=`) puts a key back to its default. See `systemd/upd/upd.conf.example`.
 
+mod apply;
 mod dropin;
 mod raw;
 mod root;
@@ -232,91 +233,6 @@ impl Settings {
         Name::new(name).is_ok_and(|n| self.extensions.contains_key(&n))
     }
 
-    fn apply(&mut self, e: &Entry) -> Result<(), ConfigError> {
-        let d = Settings::default();
-        let v = e.value.as_str();
-        match e.key.as_str() {
-            "SERVER" => self.server = opt(e, values::http_url)?,
-            "CHANNEL" => self.channel = val(e, d.channel, values::name)?,
-            "GROUP" => self.group = val(e, d.group, values::name)?,
-            "EXTENSIONS" => {
-                let items = v.split_whitespace().map(values::extension_item);
-                self.extensions = items.collect::<Result<_, _>>().map_err(|x| bad(e, x))?;
-            }
-            "STORE_DIR" => self.store_dir = val(e, d.store_dir, values::abs_path)?,
-            "LINK_DIR" => self.link_dir = val(e, d.link_dir, values::abs_path)?,
-            "STATE_DIR" => self.state_dir = val(e, d.state_dir, values::abs_path)?,
-            "KEYS_DIR" => {
-                self.keys_dirs = val(e, d.keys_dirs, |v| values::abs_path(v).map(|p| vec![p]))?;
-            }
-            "REBOOT_STRATEGY" => self.reboot_strategy = val(e, d.reboot_strategy, str::parse)?,
-            "REBOOT_WINDOW" => {
-                self.reboot_window = (!v.is_empty()).then(|| Sourced {
-                    value: v.to_string(),
-                    origin: e.origin.clone(),
-                });
-            }
-            "FLEET_LOCK_URL" => self.fleet_lock_url = opt(e, values::http_url)?,
-            "ETCD_ENDPOINTS" => {
-                let urls = v.split_whitespace().map(values::http_url);
-                self.etcd_endpoints = urls.collect::<Result<_, _>>().map_err(|x| bad(e, x))?;
-            }
-            "PARALLEL_DOWNLOADS" => {
-                self.parallel_downloads =
-                    val(e, d.parallel_downloads, |v| values::int_in(v, 1, 16))?;
-            }
-            "CONNECT_TIMEOUT_SECS" => {
-                self.connect_timeout = val(e, d.connect_timeout, |v| values::seconds(v, 600))?;
-            }
-            "STALL_TIMEOUT_SECS" => {
-                self.stall_timeout = val(e, d.stall_timeout, |v| values::seconds(v, 3600))?;
-            }
-            "RETRIES" => self.retries = val(e, d.retries, |v| values::int_in(v, 0, 20))?,
-            "MACHINE_ID_PATH" => {
-                self.machine_id_path = val(e, d.machine_id_path, values::abs_path)?;
-            }
-            "RETENTION" => self.retention = val(e, d.retention, |v| values::int_in(v, 0, 32))?,
-            "SYSEXT_BIN" => self.sysext_bin = val(e, d.sysext_bin, values::abs_path)?,
-            "WARINESS" => self.wariness = val(e, d.wariness, values::fraction)?,
-            "DISK" => self.disk = opt(e, values::abs_path)?,
-            "SLOT_LABELS" => self.slot_labels = val(e, d.slot_labels, values::slot_labels)?,
-            "KERNEL_CMDLINE" => self.kernel_cmdline = val(e, d.kernel_cmdline, values::abs_path)?,
-            "BOOTED_SLOT" => self.booted_slot = (!v.is_empty()).then(|| v.to_string()),
-            "REBOOT_COMMAND" => {
-                self.reboot_command = val(e, d.reboot_command, |v| {
-                    Ok(v.split_whitespace().map(String::from).collect())
-                })?;
-            }
-            "ETCD_LOCK_SLOTS" => {
-                self.etcd_lock_slots = val(e, d.etcd_lock_slots, |v| values::int_in(v, 1, 1000))?;
-            }
-            "UPDATE_JITTER_SECS" => {
-                self.update_jitter = val(e, d.update_jitter, |v| {
-                    values::int_in(v, 0u64, 86400)
-                        .map(Duration::from_secs)
-                        .map_err(|x| format!("{x} (seconds, 0 for none)"))
-                })?;
-            }
-            "HEALTH_DIR" => self.health_dir = val(e, d.health_dir, values::abs_path)?,
-            k => match k.strip_prefix("EXTENSION_").map(values::name) {
-                Some(Ok(name)) => match opt(e, values::extension_switch)?.flatten() {
-                    Some(req) => _ = self.extensions.insert(name, req),
-                    None => _ = self.extensions.remove(&name),
-                },
-                Some(Err(expected)) => {
-                    return Err(bad(e, format!("the key to name an extension: {expected}")))
-                }
-                None => {
-                    return Err(ConfigError::UnknownKey {
-                        origin: e.origin.clone(),
-                        key: k.to_string(),
-                    })
-                }
-            },
-        }
-        Ok(())
-    }
-
     fn check_strategy(&self, origin: Origin) -> Result<(), ConfigError> {
         let needs = match self.reboot_strategy {
             RebootStrategy::Window if self.reboot_window.is_none() => "REBOOT_WINDOW",
@@ -331,32 +247,6 @@ impl Settings {
             needs,
         })
     }
-}
-
-fn bad(e: &Entry, expected: String) -> ConfigError {
-    ConfigError::BadValue {
-        origin: e.origin.clone(),
-        key: e.key.clone(),
-        value: e.value.clone(),
-        expected,
-    }
-}
-
-/// Parse `e`'s value, or give `default` back for an empty value.
-fn val<T>(
-    e: &Entry,
-    default: T,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<T, ConfigError> {
-    Ok(opt(e, parse)?.unwrap_or(default))
-}
-
-/// Parse `e`'s value, or `None` for an empty value.
-fn opt<T>(e: &Entry, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, ConfigError> {
-    if e.value.is_empty() {
-        return Ok(None);
-    }
-    parse(&e.value).map(Some).map_err(|x| bad(e, x))
 }
 
 /// The configuration files that exist under `root`, lowest priority first.

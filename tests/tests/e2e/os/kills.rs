@@ -8,6 +8,7 @@ use upd_tests::disk::{USR_A, USR_B};
 use upd_tests::sandbox::require_root;
 
 use super::rig::{set_a, set_b, OsRig, V1, V2};
+use crate::failpoints::{points, BOOT, MARKGOOD, ROLLBACK, STAGE};
 use crate::pull::rig::text_of;
 
 /// Run upd with failpoint `fp` and insist that it died of SIGKILL there.
@@ -39,9 +40,6 @@ fn consistent(rig: &OsRig, fp: &str) {
 
 /// Kill `upd pull` of v2 at `fp`, power-cut, boot; then finish the update and mark it good.
 fn stage_killed_at(fp: &str) {
-    if !require_root() {
-        return;
-    }
     let mut rig = OsRig::new(&[]);
     rig.add_v2();
     killed(&rig, &["pull"], fp);
@@ -58,23 +56,25 @@ fn stage_killed_at(fp: &str) {
 }
 
 #[test]
-fn kill_after_the_slot_is_disarmed() {
-    stage_killed_at("stage-disarmed");
+fn kill_at_each_stage_step() {
+    // For each failpoint of staging (slot disarmed, image written, pending generation recorded, slot
+    // armed): a machine on v1 pulls v2 and is killed there, then the power is cut.
+    if !require_root() {
+        return;
+    }
+    for fp in points(STAGE) {
+        stage_killed_at(fp);
+    }
 }
 
-#[test]
-fn kill_after_the_os_image_is_written() {
-    stage_killed_at("stage-written");
-}
-
-#[test]
-fn kill_after_the_pending_generation_is_recorded() {
-    stage_killed_at("stage-pending");
-}
-
-#[test]
-fn kill_after_the_slot_is_armed() {
-    stage_killed_at("stage-armed");
+/// A machine that pulled v2 and whose boot loader picked USR-B (a try consumed), its `upd boot` killed at `fp`.
+fn booted_into_v2_killed_in_upd_boot(fp: &str) -> OsRig {
+    let mut rig = OsRig::new(&[]);
+    rig.add_v2();
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(rig.boot_disk(), USR_B);
+    killed(&rig, &["boot"], fp);
+    rig
 }
 
 #[test]
@@ -82,25 +82,19 @@ fn kill_while_upd_boot_links_the_new_set() {
     if !require_root() {
         return;
     }
-    // Killed between two links, then upd boot runs again in the same boot.
-    let mut rig = OsRig::new(&[]);
-    rig.add_v2();
-    rig.upd_ok(&["pull"], 0);
-    assert_eq!(rig.boot_disk(), USR_B);
-    killed(&rig, &["boot"], "boot-link");
-    rig.upd_ok(&["boot"], 0);
-    rig.merge();
-    consistent(&rig, "boot-link");
-    assert_eq!(rig.running_os(), V2);
-    // Killed between two links, then the power is cut: the boot loader falls back to v1.
-    let mut rig = OsRig::new(&[]);
-    rig.add_v2();
-    rig.upd_ok(&["pull"], 0);
-    assert_eq!(rig.boot_disk(), USR_B);
-    killed(&rig, &["boot"], "boot-link");
-    assert_eq!(rig.reboot(), USR_A);
-    consistent(&rig, "boot-link, then power cut");
-    assert_eq!(rig.running_os(), V1);
+    for fp in points(BOOT) {
+        // Killed between two links, then upd boot runs again in the same boot.
+        let rig = booted_into_v2_killed_in_upd_boot(fp);
+        rig.upd_ok(&["boot"], 0);
+        rig.merge();
+        consistent(&rig, fp);
+        assert_eq!(rig.running_os(), V2);
+        // Killed between two links, then the power is cut: the boot loader falls back to v1.
+        let mut rig = booted_into_v2_killed_in_upd_boot(fp);
+        assert_eq!(rig.reboot(), USR_A);
+        consistent(&rig, &format!("{fp}, then power cut"));
+        assert_eq!(rig.running_os(), V1);
+    }
 }
 
 #[test]
@@ -108,7 +102,7 @@ fn kill_during_mark_good() {
     if !require_root() {
         return;
     }
-    for fp in ["markgood-slot", "markgood-promoted"] {
+    for fp in points(MARKGOOD) {
         let mut rig = OsRig::new(&[]);
         rig.add_v2();
         rig.upd_ok(&["pull"], 0);
@@ -129,18 +123,20 @@ fn kill_during_rollback() {
     if !require_root() {
         return;
     }
-    let mut rig = OsRig::new(&[]);
-    rig.add_v2();
-    rig.upd_ok(&["pull"], 0);
-    assert_eq!(rig.reboot(), USR_B);
-    rig.upd_ok(&["mark-good"], 0);
-    killed(&rig, &["rollback"], "rollback-pending");
-    // Recorded but the slot not prioritized yet: v2 boots again, with set B.
-    assert_eq!(rig.reboot(), USR_B);
-    consistent(&rig, "rollback-pending");
-    // Running rollback again goes on from where it stopped.
-    rig.upd_ok(&["rollback"], 0);
-    assert_eq!(rig.reboot(), USR_A);
-    consistent(&rig, "rollback-pending, resumed");
-    assert_eq!(rig.running_os(), V1);
+    for fp in points(ROLLBACK) {
+        let mut rig = OsRig::new(&[]);
+        rig.add_v2();
+        rig.upd_ok(&["pull"], 0);
+        assert_eq!(rig.reboot(), USR_B);
+        rig.upd_ok(&["mark-good"], 0);
+        killed(&rig, &["rollback"], fp);
+        // Recorded but the slot not prioritized yet: v2 boots again, with set B.
+        assert_eq!(rig.reboot(), USR_B, "{fp}");
+        consistent(&rig, fp);
+        // Running rollback again goes on from where it stopped.
+        rig.upd_ok(&["rollback"], 0);
+        assert_eq!(rig.reboot(), USR_A, "{fp}");
+        consistent(&rig, &format!("{fp}, resumed"));
+        assert_eq!(rig.running_os(), V1, "{fp}");
+    }
 }

@@ -6,6 +6,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Stdio};
 
 use super::rig::*;
+use crate::failpoints::{points, SWITCH, UNDO};
+use upd_tests::bins;
 use upd_tests::faultserver::Fault;
 use upd_tests::sandbox::require_root;
 
@@ -67,17 +69,6 @@ fn cut_download_resumes_with_range() {
     assert_eq!(rig.m.run_program("hello").trim(), "hello 1.0.0");
 }
 
-/// Every failpoint of the switch, in order.
-const POINTS: [&str; 7] = [
-    "switch-journaled",
-    "switch-link",
-    "switch-linked",
-    "switch-before-refresh",
-    "switch-refreshed",
-    "switch-checked",
-    "switch-committed",
-];
-
 fn set_of(version: &str) -> BTreeMap<String, String> {
     ["hello", "world"]
         .iter()
@@ -118,7 +109,7 @@ fn sigkill_at_each_switch_step_boots_old_or_new_set_never_a_mix() {
     }
     let (old, new) = (set_of("1.0.0"), set_of("1.1.0"));
     let mut outcomes = Vec::new();
-    for fp in POINTS {
+    for fp in points(SWITCH) {
         let mut rig = rig_offering_v2();
         pull_killed_at(&rig, fp);
         rig.m.reboot();
@@ -152,7 +143,7 @@ fn sigkill_at_each_switch_step_then_live_pull_finishes() {
     if !require_root() {
         return;
     }
-    for fp in POINTS {
+    for fp in points(SWITCH) {
         let rig = rig_offering_v2();
         pull_killed_at(&rig, fp);
         let st = status(&rig);
@@ -166,6 +157,25 @@ fn sigkill_at_each_switch_step_then_live_pull_finishes() {
         assert!(status(&rig)["unfinished_switch"].is_null(), "{fp}");
         assert_eq!(rig.m.run_program("world").trim(), "world 1.1.0", "{fp}");
     }
+}
+
+#[test]
+fn default_build_ignores_upd_failpoint() {
+    // The upd that `cargo build -p upd` makes (default features: the binary that gets installed) pulls
+    // hello+world 1.1.0 with UPD_FAILPOINT naming the first step of the switch: it must not die there.
+    if !require_root() {
+        return;
+    }
+    let rig = rig_offering_v2();
+    let fp = points(SWITCH)[0];
+    let out = rig
+        .m
+        .upd_cmd(bins::upd_default(), &["pull"])
+        .env("UPD_FAILPOINT", fp)
+        .output()
+        .expect("run upd");
+    assert_eq!(out.status.code(), Some(0), "{fp}: {}", text_of(&out));
+    assert_eq!(rig.merged(), set_of("1.1.0"), "{fp}");
 }
 
 #[test]
@@ -280,17 +290,16 @@ fn wrong_merge_after_refresh_is_rolled_back_even_when_killed_midway() {
     assert_eq!(rig.snapshot(), before, "{text}");
     assert_eq!(rig.m.run_program("hello").trim(), "hello 1.0.0");
 
-    fs::write(&mark, b"").unwrap();
-    let out = rig.upd(
-        &["--set", &set_bin, "pull"],
-        &[("UPD_FAILPOINT", "undo-link")],
-    );
-    assert_eq!(out.status.signal(), Some(9), "{}", text_of(&out));
-    rig.m.reboot();
-    rig.upd_ok(&["boot"], 0);
-    let merge = rig.m.sysext(&["merge"]);
-    assert!(merge.status.success(), "{}", text_of(&merge));
-    assert_eq!(rig.snapshot(), before);
+    for fp in points(UNDO) {
+        fs::write(&mark, b"").unwrap();
+        let out = rig.upd(&["--set", &set_bin, "pull"], &[("UPD_FAILPOINT", fp)]);
+        assert_eq!(out.status.signal(), Some(9), "{fp}: {}", text_of(&out));
+        rig.m.reboot();
+        rig.upd_ok(&["boot"], 0);
+        let merge = rig.m.sysext(&["merge"]);
+        assert!(merge.status.success(), "{fp}: {}", text_of(&merge));
+        assert_eq!(rig.snapshot(), before, "{fp}");
+    }
 
     rig.upd_ok(&["pull"], 0);
     assert_eq!(rig.m.run_program("hello").trim(), "hello 1.1.0");
