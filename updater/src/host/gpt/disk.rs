@@ -106,10 +106,14 @@ impl Disk {
     }
 }
 
+/// Disk writes in order: (byte offset, bytes).
+#[cfg(test)]
+pub(super) type WriteLog = Vec<(u64, Vec<u8>)>;
+
 #[cfg(test)]
 thread_local! {
     /// When `Some`, every [`Disk::write`] of this thread is logged here, in order: the torn-write tests replay prefixes of it.
-    pub(super) static WRITES: std::cell::RefCell<Option<Vec<(u64, Vec<u8>)>>> = const { std::cell::RefCell::new(None) };
+    pub(super) static WRITES: std::cell::RefCell<Option<WriteLog>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The logical sector size the kernel uses for a block device.
