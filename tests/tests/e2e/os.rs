@@ -2,7 +2,8 @@
 //! staging, simulated reboots through a gptprio boot loader, mark-good, fallback, rollback, kills.
 
 mod cycle; // issue tests 1, 2, 3, 6: stage v2 with set B, reboot, mark-good, failed boot falls back, rollback
-mod kills; // issue test 5: SIGKILL at every step of stage, boot, mark-good and rollback; the next boot merges one whole set
+mod kills; // issue test 5: SIGKILL at every step of stage, boot, mark-good and rollback, and between the two GPT copies; the next boot merges one whole set
 pub(crate) mod node; // one machine booted from a slot of its own disk, the real upd run inside it, what it shows
-mod refusals; // issue test 4: blocked extension, mislabelled extension, OS image that lies, too large or corrupted: nothing switches
-pub(crate) mod rig; // channel + server + one node: the rig of the single-machine OS suites
+mod refusals; // issue test 4: blocked extension (the running OS's builds still apply), mislabelled extension, OS image that lies, too large or corrupted: nothing switches
+pub(crate) mod rig;
+mod syscalls; // the kill harness: SIGKILL at every state-changing syscall of ext pull, OS pull, boot, mark-good, rollback; power cut, boot, invariant // channel + server + one node: the rig of the single-machine OS suites

@@ -30,6 +30,8 @@ pub struct Args {
 #[derive(Serialize)]
 struct ExtReport {
     name: String,
+    /// The OS release the candidate is for: the running one.
+    for_os: String,
     installed: Option<String>,
     candidate: Option<String>,
     will_merge: bool,
@@ -98,6 +100,7 @@ fn report(v: &View, manifest: &Manifest, now: DateTime<Utc>) -> Result<CheckRepo
         .iter()
         .map(|c| ExtReport {
             name: c.name.clone(),
+            for_os: host.version.to_string(),
             installed: installed(&c.name),
             candidate: c.build.as_ref().map(|b| b.version.to_string()),
             will_merge: c.build.is_some(),
@@ -144,6 +147,9 @@ fn print_human(report: &CheckReport) {
                 "OS update available: {} (all enabled extensions have builds that merge on it)",
                 o.version
             );
+            for (n, v) in &o.extensions {
+                println!("    with {n} {v} (for OS {})", o.version);
+            }
         }
         Some(o) => {
             println!("OS update {} is BLOCKED until these extensions have a build for it (or are dropped with --drop-extension):", o.version);
@@ -160,6 +166,7 @@ fn print_human(report: &CheckReport) {
     for k in &report.passed_over {
         println!("  passed over {}: {}", k.version, k.why);
     }
+    println!("extensions for the running OS {}:", report.os_running);
     for e in &report.extensions {
         let cand = e.candidate.as_deref().unwrap_or("-");
         let inst = e.installed.as_deref().unwrap_or("-");

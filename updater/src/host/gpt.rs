@@ -4,13 +4,16 @@
 //! the whole header and entry array from its structs when it writes (dropping header bytes past
 //! 92 and re-encoding every entry), while upd must change exactly one 8-byte attribute field and
 //! the CRCs, in both copies, and leave every other byte of the disk as it was. Reading checks
-//! both headers and both arrays (signature, CRCs, location, agreement) and refuses to go on,
-//! and above all to write, if anything is off.
+//! both headers and both arrays (signature, CRCs, location, agreement); a valid primary is the
+//! table, else a valid backup (as boot loaders and sgdisk decide: see `disk::Gpt`); the damaged
+//! copy is rewritten from the other before any write, and with neither copy valid upd refuses.
 
 mod disk;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod torn;
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +21,7 @@ use serde::Serialize;
 
 pub use crate::rules::gptprio::{boot_choice, Prio};
 
-use disk::{le64, Disk, Gpt};
+use disk::{le64, Damage, Disk, Gpt};
 
 /// Why the GPT of a disk could not be read or written; every variant names the disk.
 #[derive(Debug, thiserror::Error)]
@@ -165,10 +168,21 @@ pub struct Table {
 }
 
 impl Table {
-    /// Read and check both GPT copies of `disk` (image file or block device).
+    /// Read and check both GPT copies of `disk` (image file or block device): the table in
+    /// force is the primary if valid, else the backup; a damaged copy is left for the next write
+    /// to repair.
     pub fn read(disk: &Path) -> Result<Table, GptError> {
         let disk = Disk::open(disk, false)?;
         let gpt = Gpt::read(&disk)?;
+        match &gpt.damage {
+            Some(Damage::Backup(why)) => {
+                tracing::warn!(%why, "using the primary GPT; the backup is rewritten at the next write");
+            }
+            Some(Damage::Primary(why)) => {
+                tracing::warn!(%why, "using the backup GPT; the primary is rewritten at the next write");
+            }
+            None => {}
+        }
         Ok(Table::from_gpt(&disk, &gpt))
     }
 
@@ -196,7 +210,7 @@ impl Table {
     }
 }
 
-/// Set the attribute field of partition `index` (1-based) to `attributes`: re-reads and checks both GPT copies, writes both, fsyncs, reads back.
+/// Set the attribute field of partition `index` (1-based) to `attributes`: re-reads and checks both GPT copies, repairs a damaged one, writes both, fsyncs, reads back.
 pub fn write_attributes(disk: &Path, index: u32, attributes: u64) -> Result<(), GptError> {
     update_attributes(disk, index, |_| attributes).map(|_| ())
 }
@@ -228,11 +242,18 @@ fn update_attributes(
     let old = Partition::parse(i, gpt.primary.entry(i)).ok_or_else(no_partition)?;
     let new = change(old.attributes);
     if new == old.attributes {
+        // Nothing to change, but a damaged copy is still made whole again.
+        gpt.repair(&disk)?;
         return Ok(new);
     }
     gpt.write_attributes(&disk, i, new)?;
-    // Read back through a fresh open, both copies checked again.
-    let actual = Table::read(path)?
+    // Read back through a fresh open: both copies whole and equal again.
+    let disk = Disk::open(path, false)?;
+    let back = Gpt::read(&disk)?;
+    if let Some(Damage::Backup(why) | Damage::Primary(why)) = back.damage {
+        return Err(why);
+    }
+    let actual = Table::from_gpt(&disk, &back)
         .partitions
         .into_iter()
         .find(|p| p.index == index)

@@ -208,12 +208,11 @@ impl Slots {
         Ok(part.label.clone())
     }
 
+    /// Write `f`'s gptprio bits for `label`; also when they are unchanged, so that a GPT copy
+    /// left damaged by a cut write is made whole (a no-op on a whole disk).
     fn set(&self, label: &str, f: impl FnOnce(Prio) -> Prio) -> Result<(), SlotError> {
         let p = self.slot(label)?;
-        let new = f(p.prio);
-        if new != p.prio {
-            gpt::write_prio(&self.disk, p.index, new)?;
-        }
+        gpt::write_prio(&self.disk, p.index, f(p.prio))?;
         Ok(())
     }
 

@@ -85,9 +85,17 @@ pub async fn pull(
         }
     }
     if release.version != host.version {
-        return Ok(Outcome::Staged(
-            stage::stage(s, release, opts, progress, now).await?,
-        ));
+        return match stage::stage(s, release, opts, progress, now).await {
+            Err(Error::Gated { release, blockers }) if version.is_none() => {
+                // A blocked OS release holds nothing else back: the running OS's own builds
+                // still apply (as `check` counts them); the OS update stays blocked and says so.
+                let running = session::running_release(&manifest, &host)?;
+                let report = pull_extensions(s, running, &host, progress, now).await?;
+                tracing::info!(release = %running.version, changed = ?report.changed, blocked = %release, "extensions of the running OS are up to date; the OS update stays blocked");
+                Err(Error::Gated { release, blockers })
+            }
+            staged => Ok(Outcome::Staged(staged?)),
+        };
     }
     Ok(Outcome::Extensions(
         pull_extensions(s, release, &host, progress, now).await?,

@@ -140,3 +140,71 @@ fn kill_during_rollback() {
         assert_eq!(rig.running_os(), V1, "{fp}");
     }
 }
+
+/// Run upd under strace, SIGKILLed on entering its `n`th `pwrite64` (the GPT writes: backup
+/// attribute, array CRC, header CRC, then the primary's three), and insist that it died so.
+fn killed_at_pwrite(rig: &OsRig, args: &[&str], n: usize) {
+    let out = rig.upd_killed_at(args, "pwrite64", n);
+    assert!(
+        out.status.signal() == Some(9) || out.status.code() == Some(128 + 9),
+        "upd {args:?} was not killed at pwrite64 #{n}:\n{}",
+        text_of(&out)
+    );
+}
+
+#[test]
+fn kill_between_the_two_gpt_copies_in_mark_good() {
+    // Regression (issue 16, defect 1): mark-good cut after the backup GPT is written (#4: the
+    // primary untouched, old) and inside the primary (#5: the primary invalid, the backup new).
+    if !require_root() {
+        return;
+    }
+    for (n, slot) in [(4, USR_A), (5, USR_B)] {
+        let mut rig = OsRig::new(&[]);
+        rig.add_v2();
+        rig.upd_ok(&["pull"], 0);
+        assert_eq!(rig.reboot(), USR_B);
+        killed_at_pwrite(&rig, &["mark-good"], n);
+        // #4: the valid primary still says B never became good and has no try left: the boot
+        // loader falls back to A, and upd reads the same table. #5: the new backup is the table.
+        assert_eq!(rig.reboot(), slot, "pwrite64 #{n}");
+        consistent(&rig, &format!("pwrite64 #{n} of mark-good"));
+        rig.upd_ok(&["mark-good"], 0);
+        rig.upd_ok(&["boot"], 0);
+        rig.disk.verify();
+        let st = rig.state();
+        let want = if slot == USR_B { V2 } else { V1 };
+        assert_eq!(st["active"]["os_version"], want, "pwrite64 #{n}");
+        assert!(st["pending"].is_null(), "pwrite64 #{n}: {st}");
+    }
+}
+
+#[test]
+fn kill_between_the_two_gpt_copies_in_rollback() {
+    // Regression (issue 16, defect 1): rollback from v2 cut after the backup GPT of B's lowered
+    // priority is written (#4) and inside its primary (#5); then boot, and the rollback rerun.
+    if !require_root() {
+        return;
+    }
+    for (n, slot) in [(4, USR_B), (5, USR_A)] {
+        let mut rig = OsRig::new(&[]);
+        rig.add_v2();
+        rig.upd_ok(&["pull"], 0);
+        assert_eq!(rig.reboot(), USR_B);
+        rig.upd_ok(&["mark-good"], 0);
+        killed_at_pwrite(&rig, &["rollback"], n);
+        // #4: the primary still gives B priority 2. #5: the backup gives both priority 1, and
+        // the first slot, A, boots: the rollback took effect.
+        assert_eq!(rig.reboot(), slot, "pwrite64 #{n}");
+        consistent(&rig, &format!("pwrite64 #{n} of rollback"));
+        if slot == USR_B {
+            rig.upd_ok(&["rollback"], 0);
+            assert_eq!(rig.reboot(), USR_A, "pwrite64 #{n}, rollback rerun");
+            consistent(&rig, &format!("pwrite64 #{n} of rollback, rerun"));
+        }
+        assert_eq!(rig.running_os(), V1);
+        rig.upd_ok(&["mark-good"], 0);
+        rig.disk.verify();
+        assert_eq!(rig.state()["active"]["os_version"], V1, "pwrite64 #{n}");
+    }
+}

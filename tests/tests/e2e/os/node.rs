@@ -76,6 +76,56 @@ impl Node {
         self.upd_cmd(args, env).output().expect("run upd")
     }
 
+    /// Run upd under `strace -f`, SIGKILLed on entering the `n`th (1-based) call of any of the
+    /// comma-separated syscalls `calls`, counted over upd and its children; the calls before it
+    /// completed, that one and the rest never ran.
+    pub(crate) fn upd_killed_at(&self, args: &[&str], calls: &str, n: usize) -> Output {
+        let inner = self.upd_cmd(args, &[]);
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-qq", "-o", "/dev/null", "-e"])
+            .arg(format!("trace={calls}"))
+            .arg("-e")
+            .arg(format!("inject={calls}:signal=KILL:when={n}"))
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.output()
+            .expect("run strace (scripts/prereqs installs it)")
+    }
+
+    /// How many of the comma-separated syscalls `calls` upd makes (with its children) running
+    /// `args` to the end; returns the count and upd's output.
+    pub(crate) fn upd_count(&self, args: &[&str], calls: &str) -> (usize, Output) {
+        let log = self.marker("strace.count");
+        let inner = self.upd_cmd(args, &[]);
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-qq", "-o"])
+            .arg(&log)
+            .arg("-e")
+            .arg(format!("trace={calls}"))
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        let out = cmd
+            .output()
+            .expect("run strace (scripts/prereqs installs it)");
+        let text = fs::read_to_string(&log).unwrap();
+        let n = text
+            .lines()
+            .filter(|l| !l.contains("+++") && !l.contains("---") && !l.contains("resumed>"))
+            .count();
+        (n, out)
+    }
+
     /// Run upd and insist on exit `code`; returns its output.
     pub(crate) fn upd_ok(&self, args: &[&str], code: i32) -> String {
         let out = self.upd(args, &[]);

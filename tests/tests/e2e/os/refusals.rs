@@ -137,3 +137,46 @@ fn an_os_image_larger_than_the_slot_or_corrupted_in_transit_is_refused() {
         "a half-verified slot is never bootable"
     );
 }
+
+#[test]
+fn a_blocked_os_release_does_not_hold_back_the_running_os_extensions() {
+    // Regression (issue 16, defects 2 and 3): 2.0.0 is blocked (world has no build that merges
+    // on it) while 1.0.0, running, gets hello 1.1.0. `check` says 100 and shows which OS each
+    // candidate is for; `pull` applies hello 1.1.0 and still refuses 2.0.0 (exit 8); then both
+    // agree there is nothing to do (check 0, pull 8 applying nothing).
+    if !require_root() {
+        return;
+    }
+    let mut rig = OsRig::new(&[]);
+    v2_with_world(&mut rig, V1);
+    rig.ch.add_extension(V1, &ext("hello", "1.1.0", V1));
+    rig.publish();
+    let text = rig.upd_ok(&["check"], 100);
+    assert!(text.contains("OS update 2.0.0 is BLOCKED"), "{text}");
+    assert!(
+        text.contains("extensions for the running OS 1.0.0:"),
+        "{text}"
+    );
+    let json = rig.upd(&["check", "--json"], &[]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let hello = &report["extensions"][0];
+    assert_eq!(
+        (&hello["name"], &hello["candidate"]),
+        (&"hello".into(), &"1.1.0".into())
+    );
+    assert_eq!(hello["for_os"], V1, "{report}");
+
+    let text = rig.upd_ok(&["pull"], 8);
+    assert!(text.contains("--drop-extension"), "{text}");
+    let want = super::rig::set(&[("hello", "1.1.0"), ("world", "1.0.0")]);
+    assert_eq!(rig.versions(), want, "{text}");
+    assert!(rig.state()["pending"].is_null());
+    assert_eq!(rig.prio(USR_B).0, 0, "nothing staged");
+
+    rig.upd_ok(&["check"], 0);
+    let before = snapshot(&rig);
+    rig.upd_ok(&["update", "--unattended"], 8);
+    assert_eq!(snapshot(&rig), before);
+    assert_eq!(rig.reboot(), USR_A);
+    assert_eq!(rig.versions(), want);
+}

@@ -79,6 +79,12 @@ impl Disk {
 
     /// Write `bytes` at byte `offset`.
     pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), GptError> {
+        #[cfg(test)]
+        WRITES.with(|w| {
+            if let Some(log) = w.borrow_mut().as_mut() {
+                log.push((offset, bytes.to_vec()));
+            }
+        });
         self.file
             .write_all_at(bytes, offset)
             .map_err(|e| GptError::io("write", &self.path, e))
@@ -98,6 +104,16 @@ impl Disk {
             problem,
         }
     }
+}
+
+/// Disk writes in order: (byte offset, bytes).
+#[cfg(test)]
+pub(super) type WriteLog = Vec<(u64, Vec<u8>)>;
+
+#[cfg(test)]
+thread_local! {
+    /// When `Some`, every [`Disk::write`] of this thread is logged here, in order: the torn-write tests replay prefixes of it.
+    pub(super) static WRITES: std::cell::RefCell<Option<WriteLog>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The logical sector size the kernel uses for a block device.
@@ -219,6 +235,33 @@ impl Copy {
         self.header[HEADER_CRC].copy_from_slice(&crc.to_le_bytes());
     }
 
+    /// This copy's table placed at `lba` with its array at `array_lba`, pointing at `alternate`:
+    /// the header's own location fields rewritten and its CRC recomputed, in memory.
+    fn mirror(&self, lba: u64, array_lba: u64, alternate: u64) -> Copy {
+        let mut header = self.header.clone();
+        header[24..32].copy_from_slice(&lba.to_le_bytes());
+        header[32..40].copy_from_slice(&alternate.to_le_bytes());
+        header[72..80].copy_from_slice(&array_lba.to_le_bytes());
+        let crc = header_crc(&header);
+        header[HEADER_CRC].copy_from_slice(&crc.to_le_bytes());
+        Copy {
+            lba,
+            header,
+            array_lba,
+            array: self.array.clone(),
+            entry_size: self.entry_size,
+        }
+    }
+
+    /// Write the whole copy: the entry array first, then the header sector (zero past the
+    /// header's size), so that the header only becomes valid over a whole array.
+    fn write_whole(&self, disk: &Disk) -> Result<(), GptError> {
+        disk.write(self.array_lba * disk.sector, &self.array)?;
+        let mut sector = self.header.clone();
+        sector.resize(disk.sector as usize, 0);
+        disk.write(self.lba * disk.sector, &sector)
+    }
+
     /// Write only the bytes `set_attributes` changed: the attribute field and the two CRC fields.
     fn write_attributes(&self, disk: &Disk, i: usize) -> Result<(), GptError> {
         let entry_at = i * self.entry_size + ENTRY_ATTRIBUTES.start;
@@ -236,36 +279,119 @@ impl Copy {
     }
 }
 
-/// Both copies of the GPT, checked against each other.
+/// Which copy a read had to rebuild from the other, and why.
+pub(super) enum Damage {
+    /// The primary is valid; the backup is missing, corrupt, or stale (valid but different, as
+    /// a cut between the two writes of [`Gpt::write_attributes`] leaves it).
+    Backup(GptError),
+    /// The primary is corrupt (a write into it cut short); the backup is valid.
+    Primary(GptError),
+}
+
+/// Both copies of the GPT: `primary` holds the table in force, `backup` its mirror; when the
+/// disk's copies were not both whole and equal, `damage` says which one is rebuilt in memory.
+///
+/// Which copy wins, as UEFI firmware, Flatcar GRUB's `gpt` module (`grub_gpt_read` then
+/// `grub_gpt_repair`) and sgdisk decide it:
+/// - a **valid primary** (signature, both CRCs, MyLBA) is the table, whatever the backup holds;
+/// - a **corrupt primary** with a valid backup at the end of the disk: the backup is the table.
+///
+/// upd writes the backup first, then the primary, with an fsync after each. So a cut leaves
+/// either a primary still whole and old (the change did not happen, for the boot loader and for
+/// upd alike, and the rerun command makes it again), or a primary half-written and invalid
+/// beside a whole new backup (the change did happen, for both), or both whole and new. Since
+/// the boot loader and upd read the same copy by the same rule, the slot the boot loader picks
+/// is the slot upd believes it picks.
 pub(super) struct Gpt {
     pub primary: Copy,
     pub backup: Copy,
+    pub damage: Option<Damage>,
 }
 
 impl Gpt {
-    /// Read and check both copies; refuse any corruption or disagreement between them.
+    /// Read and check both copies; take the primary if it is valid, else the backup; refuse
+    /// only when neither copy is valid. A damaged copy is rebuilt in memory (never written here).
     pub fn read(disk: &Disk) -> Result<Gpt, GptError> {
-        let primary = Copy::read(disk, 1, "primary GPT header")?;
-        let backup = Copy::read(disk, primary.alternate_lba(), "backup GPT header")?;
-        let bad = |problem: &str| disk.corrupt("backup GPT header", problem.to_string());
-        if backup.alternate_lba() != primary.lba {
-            return Err(bad("does not point back at the primary header at LBA 1"));
+        match Copy::read(disk, 1, "primary GPT header") {
+            Ok(primary) => {
+                let backup = Copy::read(disk, primary.alternate_lba(), "backup GPT header")
+                    .and_then(|b| agree(disk, &primary, &b).map(|()| b));
+                match backup {
+                    Ok(backup) => Ok(Gpt {
+                        primary,
+                        backup,
+                        damage: None,
+                    }),
+                    Err(why) => {
+                        let lba = primary.alternate_lba();
+                        let array_lba = backup_array_lba(disk, &primary, lba)?;
+                        let backup = primary.mirror(lba, array_lba, 1);
+                        Ok(Gpt {
+                            primary,
+                            backup,
+                            damage: Some(Damage::Backup(why)),
+                        })
+                    }
+                }
+            }
+            Err(primary_bad) => {
+                let last = (disk.len / disk.sector).saturating_sub(1);
+                let backup = Copy::read(disk, last, "backup GPT header").map_err(|b| {
+                    disk.corrupt(
+                        "GPT (both copies)",
+                        format!("primary: {primary_bad}; backup: {b}"),
+                    )
+                })?;
+                if backup.alternate_lba() != 1 {
+                    return Err(disk.corrupt(
+                        "GPT (both copies)",
+                        format!(
+                            "primary: {primary_bad}; backup: does not point at a primary header at LBA 1"
+                        ),
+                    ));
+                }
+                let primary = backup.mirror(1, 2, last);
+                let first_usable = le64(&primary.header, 40);
+                if 2 + primary.array.len() as u64 / disk.sector > first_usable {
+                    return Err(disk.corrupt(
+                        "backup GPT header",
+                        format!("no room for a primary entry array before LBA {first_usable}"),
+                    ));
+                }
+                Ok(Gpt {
+                    primary,
+                    backup,
+                    damage: Some(Damage::Primary(primary_bad)),
+                })
+            }
         }
-        // Fields 40..72 (usable range, disk GUID) and 80..88 (entry count and size) must agree.
-        if primary.header[40..72] != backup.header[40..72]
-            || primary.header[80..88] != backup.header[80..88]
-        {
-            return Err(bad("disagrees with the primary header"));
-        }
-        if primary.array != backup.array {
-            return Err(bad(
-                "its partition entry array differs from the primary one",
-            ));
-        }
-        Ok(Gpt { primary, backup })
     }
 
-    /// Set entry `i`'s attributes in both copies: backup first, then primary, fsync after each.
+    /// Rewrite the damaged copy whole from the one in force, and fsync; nothing if both are whole.
+    ///
+    /// Until this write completes the copy in force is untouched, so a cut here changes nothing
+    /// anyone reads: a half-rebuilt backup is still not taken while the primary is valid, and a
+    /// half-rebuilt primary stays invalid (its array lands before its header) until whole.
+    pub fn repair(&mut self, disk: &Disk) -> Result<(), GptError> {
+        let Some(damage) = self.damage.take() else {
+            return Ok(());
+        };
+        let copy = match &damage {
+            Damage::Backup(why) => {
+                tracing::warn!(disk = %disk.path.display(), %why, "rewriting the backup GPT from the primary");
+                &self.backup
+            }
+            Damage::Primary(why) => {
+                tracing::warn!(disk = %disk.path.display(), %why, "rewriting the primary GPT from the backup");
+                &self.primary
+            }
+        };
+        copy.write_whole(disk)?;
+        disk.sync()
+    }
+
+    /// Set entry `i`'s attributes in both copies: repair a damaged copy first, then the backup,
+    /// then the primary, fsync after each (see [`Gpt`] for what a cut between them leaves).
     ///
     /// Boot loaders read the primary; while its array is half-written its CRC fails and they
     /// fall back to the backup, which is already complete, so every instant has one valid copy.
@@ -275,11 +401,45 @@ impl Gpt {
         i: usize,
         attributes: u64,
     ) -> Result<(), GptError> {
+        self.repair(disk)?;
         for copy in [&mut self.backup, &mut self.primary] {
             copy.set_attributes(i, attributes);
             copy.write_attributes(disk, i)?;
             disk.sync()?;
         }
         Ok(())
+    }
+}
+
+/// The backup must point back at the primary and agree with it field for field and entry for entry.
+fn agree(disk: &Disk, primary: &Copy, backup: &Copy) -> Result<(), GptError> {
+    let bad = |problem: &str| Err(disk.corrupt("backup GPT header", problem.to_string()));
+    if backup.alternate_lba() != primary.lba {
+        return bad("does not point back at the primary header at LBA 1");
+    }
+    // Fields 40..72 (usable range, disk GUID) and 80..88 (entry count and size) must agree.
+    if primary.header[40..72] != backup.header[40..72]
+        || primary.header[80..88] != backup.header[80..88]
+    {
+        return bad("disagrees with the primary header");
+    }
+    if primary.array != backup.array {
+        return bad("its partition entry array differs from the primary one");
+    }
+    Ok(())
+}
+
+/// Where the backup entry array goes: the sectors just before the backup header, as sgdisk
+/// lays it out; refused if that is not past the last usable LBA or the header is off the disk.
+fn backup_array_lba(disk: &Disk, primary: &Copy, header_lba: u64) -> Result<u64, GptError> {
+    let sectors = (primary.array.len() as u64).div_ceil(disk.sector);
+    let last_usable = le64(&primary.header, 48);
+    let on_disk = header_lba < disk.len / disk.sector;
+    match header_lba.checked_sub(sectors) {
+        Some(lba) if on_disk && lba > last_usable => Ok(lba),
+        _ => Err(disk.corrupt(
+            "primary GPT header",
+            format!("no room for a backup GPT at LBA {header_lba} after the last usable LBA {last_usable}"),
+        )),
     }
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use super::*;
 
 /// Run a tool, require success, return its stdout.
-fn run(tool: &str, args: &[&str]) -> String {
+pub(super) fn run(tool: &str, args: &[&str]) -> String {
     let out = Command::new(tool)
         .args(args)
         .output()
@@ -21,7 +21,7 @@ fn run(tool: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn path_str(p: &Path) -> &str {
+pub(super) fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
@@ -42,7 +42,7 @@ const LAYOUT: &[&str] = &[
 ];
 
 /// A 64 MiB image file with LAYOUT, in `dir`.
-fn make_disk(dir: &Path) -> PathBuf {
+pub(super) fn make_disk(dir: &Path) -> PathBuf {
     let disk = dir.join("disk.img");
     fs::File::create(&disk)
         .and_then(|f| f.set_len(64 << 20))
@@ -55,16 +55,16 @@ fn make_disk(dir: &Path) -> PathBuf {
 
 /// What `sgdisk -i N DISK` says about one partition.
 #[derive(Debug)]
-struct Info {
+pub(super) struct Info {
     type_uuid: String,
     part_uuid: String,
     first: u64,
     last: u64,
-    attributes: u64,
+    pub(super) attributes: u64,
     name: String,
 }
 
-fn sgdisk_info(disk: &Path, index: u32) -> Info {
+pub(super) fn sgdisk_info(disk: &Path, index: u32) -> Info {
     let out = run("sgdisk", &["-i", &index.to_string(), path_str(disk)]);
     let field = |key: &str| -> String {
         let line = out
@@ -85,7 +85,7 @@ fn sgdisk_info(disk: &Path, index: u32) -> Info {
 }
 
 /// Require `sgdisk -v` to find nothing wrong (both headers, both arrays, their CRCs and agreement).
-fn assert_sgdisk_verifies(disk: &Path) {
+pub(super) fn assert_sgdisk_verifies(disk: &Path) {
     let out = run("sgdisk", &["-v", path_str(disk)]);
     assert!(
         out.contains("No problems found"),
@@ -103,7 +103,7 @@ fn assert_matches_sgdisk(table: &Table, index: u32) {
     assert_eq!(ours.attributes, theirs.attributes, "{ours:?} vs {theirs:?}");
 }
 
-fn le64_at(bytes: &[u8], at: u64) -> u64 {
+pub(super) fn le64_at(bytes: &[u8], at: u64) -> u64 {
     disk::le64(bytes, at as usize)
 }
 
@@ -122,7 +122,7 @@ fn allowed_changes(image: &[u8], index: u64) -> Vec<std::ops::Range<u64>> {
     ranges
 }
 
-fn prio(priority: u8, tries: u8, successful: bool) -> Prio {
+pub(super) fn prio(priority: u8, tries: u8, successful: bool) -> Prio {
     Prio {
         priority,
         tries,
@@ -208,52 +208,67 @@ fn gpt_write_changes_only_attributes_and_crcs_in_both_copies() {
 }
 
 #[test]
-fn gpt_corrupt_primary_header_is_refused_and_left_alone() {
-    // Flip one bit of the primary header's CRC field: reading names the disk and the header; writing refuses and writes nothing.
+fn gpt_corrupt_primary_is_read_from_the_backup_and_repaired_at_the_next_write() {
+    // Flip one bit of the primary header's CRC field: the backup is the table (as for a boot
+    // loader); the next write rewrites the primary from it, then both copies carry the change.
     let dir = tempfile::tempdir().unwrap();
     let disk = make_disk(dir.path());
+    let whole = Table::read(&disk).unwrap();
     let mut bytes = fs::read(&disk).unwrap();
     bytes[512 + 16] ^= 1;
     fs::write(&disk, &bytes).unwrap();
 
-    let err = Table::read(&disk).unwrap_err().to_string();
-    assert!(err.contains(path_str(&disk)), "{err}");
-    assert!(
-        err.contains("primary GPT header") && err.contains("header CRC32"),
-        "{err}"
-    );
-    let err = write_prio(&disk, 1, prio(2, 1, false)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            GptError::Corrupt {
-                what: "primary GPT header",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert_eq!(fs::read(&disk).unwrap(), bytes, "nothing written");
+    assert_eq!(Table::read(&disk).unwrap(), whole, "read from the backup");
+    write_prio(&disk, 1, prio(2, 1, false)).unwrap();
+    assert_sgdisk_verifies(&disk);
+    assert_eq!(sgdisk_info(&disk, 1).attributes, 0x1012_0000_0000_0000);
+    assert_matches_sgdisk(&Table::read(&disk).unwrap(), 2);
 }
 
 #[test]
-fn gpt_corrupt_backup_array_is_refused_and_left_alone() {
-    // Change one byte of USR-A's name in the backup entry array only.
+fn gpt_corrupt_backup_is_repaired_from_the_primary_before_a_write() {
+    // Change one byte of USR-A's name in the backup entry array only: the primary is the table,
+    // and the next write rewrites the backup from it first.
     let dir = tempfile::tempdir().unwrap();
     let disk = make_disk(dir.path());
+    let whole = Table::read(&disk).unwrap();
     let mut bytes = fs::read(&disk).unwrap();
     let backup = le64_at(&bytes, 512 + 32) * 512;
     let array = le64_at(&bytes, backup + 72) * 512;
     bytes[(array + 56) as usize] ^= 0x20;
     fs::write(&disk, &bytes).unwrap();
 
-    let err = write_attributes(&disk, 1, 0).unwrap_err().to_string();
+    assert_eq!(Table::read(&disk).unwrap(), whole);
+    write_attributes(&disk, 1, 0).unwrap();
+    assert_sgdisk_verifies(&disk);
+    let table = Table::read(&disk).unwrap();
+    assert_eq!(table.by_label("USR-A").unwrap().attributes, 0);
+    assert_matches_sgdisk(&table, 1);
+}
+
+#[test]
+fn gpt_both_copies_corrupt_are_refused_and_left_alone() {
+    // The primary header's CRC and the backup's entry array both damaged: no table to trust;
+    // reading names both, writing refuses and writes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = make_disk(dir.path());
+    let mut bytes = fs::read(&disk).unwrap();
+    let backup = le64_at(&bytes, 512 + 32) * 512;
+    let array = le64_at(&bytes, backup + 72) * 512;
+    bytes[512 + 16] ^= 1;
+    bytes[(array + 56) as usize] ^= 0x20;
+    fs::write(&disk, &bytes).unwrap();
+
+    let err = Table::read(&disk).unwrap_err().to_string();
     assert!(err.contains(path_str(&disk)), "{err}");
     assert!(
-        err.contains("backup GPT header") && err.contains("entry array CRC32"),
+        err.contains("primary: ")
+            && err.contains("header CRC32")
+            && err.contains("entry array CRC32"),
         "{err}"
     );
-    assert!(Table::read(&disk).is_err());
+    let err = write_prio(&disk, 1, prio(2, 1, false)).unwrap_err();
+    assert!(matches!(err, GptError::Corrupt { .. }), "{err}");
     assert_eq!(fs::read(&disk).unwrap(), bytes, "nothing written");
 }
 

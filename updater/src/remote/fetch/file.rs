@@ -32,6 +32,8 @@ struct Partial {
     slot: Option<u64>,
     len: u64,
     ctx: Context,
+    /// Some of the bytes held came from an earlier run or from an answer to a Range request.
+    resumed: bool,
 }
 
 impl Partial {
@@ -70,6 +72,7 @@ impl Partial {
                 slot: None,
                 len: seen,
                 ctx,
+                resumed: seen > 0,
             })
         })
         .await
@@ -82,6 +85,7 @@ impl Partial {
             slot: None,
             len: 0,
             ctx: Context::new(&SHA256),
+            resumed: false,
         }
     }
 
@@ -98,6 +102,7 @@ impl Partial {
     fn reset(&mut self) {
         self.len = 0;
         self.ctx = Context::new(&SHA256);
+        self.resumed = false;
     }
 }
 
@@ -204,22 +209,26 @@ impl Fetcher {
         };
         t.progress.advance(part.len);
         let mut downloaded = 0u64;
-        let mut attempt = 0u32;
+        let mut from_zero_again = true;
         loop {
-            match self.attempt(t, name, &mut part, &mut downloaded).await {
-                Err(e) if e.is_retryable() && attempt < self.cfg.retries => {
-                    let delay = self.backoff(attempt);
-                    tracing::warn!(url = t.url, error = %e, attempt, ?delay, "download failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-                Ok(()) => break,
+            self.complete(t, name, &mut part, &mut downloaded).await?;
+            let actual = part.ctx.clone().finish();
+            if actual.as_ref() == t.sha256 {
+                break;
             }
-        }
-        let actual = part.ctx.clone().finish();
-        if actual.as_ref() != t.sha256 {
             part.discard()?;
+            // Bytes kept from an earlier run or an earlier answer may be what is wrong (a server
+            // that answered a Range with another range, say): drop them and start from zero,
+            // once; a mismatch over a download from zero is the verdict.
+            if part.resumed && std::mem::take(&mut from_zero_again) {
+                tracing::warn!(
+                    url = t.url,
+                    "SHA-256 mismatch over a resumed download: downloading it again from zero"
+                );
+                part.reset();
+                t.progress.start(name, t.size);
+                continue;
+            }
             return Err(FetchError::HashMismatch {
                 url: t.url.to_string(),
                 path: t.dest.to_path_buf(),
@@ -234,8 +243,30 @@ impl Fetcher {
         // Bytes of an earlier run's partial that made it into the result (zero if the server restarted us).
         Ok(FetchOutcome {
             bytes_downloaded: downloaded,
-            resumed_from: part.len - downloaded,
+            resumed_from: part.len.saturating_sub(downloaded),
         })
+    }
+
+    /// Bring `part` to the full size, retrying what is retryable with backoff (each retry resumes).
+    async fn complete(
+        &self,
+        t: &Target<'_>,
+        name: &str,
+        part: &mut Partial,
+        downloaded: &mut u64,
+    ) -> Result<(), FetchError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.attempt(t, name, part, downloaded).await {
+                Err(e) if e.is_retryable() && attempt < self.cfg.retries => {
+                    let delay = self.backoff(attempt);
+                    tracing::warn!(url = t.url, error = %e, attempt, ?delay, "download failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Exponential backoff: base, 2*base, 4*base... capped at one minute.
@@ -293,6 +324,7 @@ impl Fetcher {
             part.reset();
             t.progress.start(name, t.size);
         }
+        part.resumed |= resume;
         if resp
             .content_length()
             .is_some_and(|n| part.len.saturating_add(n) > t.size)

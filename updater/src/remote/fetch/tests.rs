@@ -122,34 +122,50 @@ async fn complete_partial_is_verified_without_download() {
 }
 
 #[tokio::test]
-async fn corrupt_partial_fails_hash_and_is_deleted() {
-    // The partial's bytes differ from the served file: the hash mismatch names both digests.
+async fn poisoned_partial_is_dropped_and_fetched_again_from_zero_in_the_same_run() {
+    // Regression (issue 16, defect 6): a partial whose bytes differ from the served file, as a
+    // 206 answer starting at 0 leaves it: the resumed download mismatches, is dropped and is
+    // fetched again from zero in the same run, which succeeds.
     let img = data(100_000);
     let w = world(&[("a.raw", &img)]).await;
     let dest = w.out.join("a.raw");
     std::fs::create_dir_all(&w.out).unwrap();
     std::fs::write(partial_path(&dest), vec![0u8; 5000]).unwrap();
     let url = format!("{}/a.raw", w.base);
-    let err = fetcher()
+    let got = fetcher()
         .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    assert_eq!(got.resumed_from, 0, "nothing of the poisoned partial kept");
+    assert!(!partial_path(&dest).exists());
+}
+
+#[tokio::test]
+async fn mismatch_from_zero_fails_hash_and_is_deleted() {
+    // The served file differs from the declared hash: after the one fresh retry of a resumed
+    // download, the mismatch names both digests and nothing is left behind.
+    let img = data(100_000);
+    let w = world(&[("a.raw", &img)]).await;
+    let dest = w.out.join("a.raw");
+    std::fs::create_dir_all(&w.out).unwrap();
+    std::fs::write(partial_path(&dest), &img[..5000]).unwrap();
+    let url = format!("{}/a.raw", w.base);
+    let declared = sha(b"another image");
+    let err = fetcher()
+        .fetch_target(&url, &dest, img.len() as u64, declared, &NoProgress)
         .await
         .unwrap_err();
     match &err {
         FetchError::HashMismatch {
             expected, actual, ..
         } => {
-            assert_eq!(expected, &hex::encode(sha(&img)));
-            assert_ne!(actual, expected);
+            assert_eq!(expected, &hex::encode(declared));
+            assert_eq!(actual, &hex::encode(sha(&img)));
         }
         e => panic!("expected a hash mismatch, got {e}"),
     }
     assert!(!dest.exists() && !partial_path(&dest).exists());
-    // The next run starts clean and succeeds.
-    fetcher()
-        .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
-        .await
-        .unwrap();
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
 }
 
 #[tokio::test]
