@@ -14,7 +14,7 @@ use crate::ops::switch::Reconciled;
 pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// Run it: waits for the lock; never refreshes (the merge comes after).

@@ -21,7 +21,7 @@ use crate::ops::Error;
 pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Accepted for scripts written for older releases; `check` takes no lock, so it never waits.
     #[arg(long, hide = true)]
     wait: bool,

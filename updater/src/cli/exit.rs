@@ -4,6 +4,10 @@ use crate::ops::switch::SwitchError;
 use crate::ops::Error;
 use crate::remote::channel::ChannelError;
 use crate::remote::fetch::FetchError;
+use crate::remote::trust::TrustError;
+use upd_channels::manifest::SchemaError;
+use upd_channels::verify::ManifestError;
+use upd_keys::KeyError;
 
 /// Success (for `check`: nothing new).
 pub const OK: u8 = 0;
@@ -13,13 +17,15 @@ pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Another upd holds the lock.
 pub const LOCKED: u8 = 3;
-/// The channel was refused: signature, root, expiry, serial, channel name or schema.
+/// The channel was refused: a document was fetched and failed its check (signature, root,
+/// expiry, serial, channel name or schema).
 pub const REFUSED: u8 = 4;
 /// An image would not merge on its host, or differs from what the manifest declares.
 pub const INCOMPATIBLE: u8 = 5;
 /// The new set did not merge as expected and was switched back.
 pub const ROLLED_BACK: u8 = 6;
-/// A download failed (network, hash, size, space).
+/// A download failed: no answer, a timeout or stall, an HTTP error (5xx, 404 of the manifest), a
+/// wrong hash, more bytes than allowed (images and manifests alike), no space.
 pub const DOWNLOAD: u8 = 7;
 /// An OS release is blocked: an enabled extension has no build that merges on it.
 pub const BLOCKED: u8 = 8;
@@ -38,12 +44,38 @@ pub fn of(e: &anyhow::Error) -> u8 {
 pub fn of_op(e: &Error) -> u8 {
     match e {
         Error::Lock(_) => LOCKED,
+        // Not a verdict on a document: the server did not hand one over (whole).
+        Error::Channel(
+            ChannelError::Trust(TrustError::Fetch(_))
+            | ChannelError::Refused {
+                source:
+                    ManifestError::Schema(SchemaError::TooLarge { .. })
+                    | ManifestError::Signature(KeyError::EnvelopeTooLarge { .. }),
+                ..
+            },
+        ) => DOWNLOAD,
         Error::Channel(ChannelError::Refused { .. } | ChannelError::Trust(_)) => REFUSED,
         Error::Incompatible { .. } | Error::Fetch(FetchError::SlotTooSmall { .. }) => INCOMPATIBLE,
         Error::Gated { .. } => BLOCKED,
         Error::Switch(SwitchError::RolledBack { .. }) => ROLLED_BACK,
         Error::Fetch(_) | Error::Fetches(_) | Error::Channel(ChannelError::Fetch(_)) => DOWNLOAD,
         _ => FAILURE,
+    }
+}
+
+/// The name of an exit code, the `kind` of a `--json` error.
+pub fn kind(code: u8) -> &'static str {
+    match code {
+        OK => "ok",
+        USAGE => "usage",
+        LOCKED => "locked",
+        REFUSED => "refused",
+        INCOMPATIBLE => "incompatible",
+        ROLLED_BACK => "rolled_back",
+        DOWNLOAD => "download",
+        BLOCKED => "blocked",
+        UPDATE_AVAILABLE => "update_available",
+        _ => "failure",
     }
 }
 

@@ -11,7 +11,7 @@ use crate::ops::session::View;
 pub struct Args {
     /// Print as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// Run `list`.

@@ -13,7 +13,7 @@ use crate::ops::session::Session;
 pub struct Args {
     /// Print the result as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// Run `mark-good`; exits 6 when a new OS failed its health checks and was sent back.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Root, Settings};
 use crate::host::machine::Machine;
@@ -16,9 +16,11 @@ pub mod exit;
 mod ext;
 mod gc;
 mod list;
+pub mod log;
 mod mark_good;
 mod progress;
 mod pull;
+pub mod report;
 mod rollback;
 mod status;
 
@@ -32,8 +34,9 @@ pub struct Cli {
     /// An extra configuration file read after the layered ones (a host path).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Override a setting, KEY=VALUE (repeatable); wins over every file.
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    /// Override a setting, KEY=VALUE (repeatable, before or after the subcommand; all apply,
+    /// later ones win); wins over every file.
+    #[arg(long = "set", value_name = "KEY=VALUE", action = clap::ArgAction::Append)]
     set: Vec<String>,
     /// More log output (-v info, -vv debug); UPD_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -68,7 +71,43 @@ enum Command {
     Channel(channel::Args),
 }
 
+/// The id of the `--set` given after a subcommand.
+const SET_AFTER: &str = "set_after_subcommand";
+
 impl Cli {
+    /// Parse `args`. `--set` is not a clap global: a global's values given after the
+    /// subcommand replace those given before it, so every subcommand gets its own `--set`
+    /// and the values are appended in command-line order.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        fn with_set(c: clap::Command) -> clap::Command {
+            c.mut_subcommands(|sc| {
+                with_set(
+                    sc.arg(
+                        clap::Arg::new(SET_AFTER)
+                            .long("set")
+                            .value_name("KEY=VALUE")
+                            .action(clap::ArgAction::Append)
+                            .help("Override a setting, KEY=VALUE (repeatable; adds to those given before the subcommand)"),
+                    ),
+                )
+            })
+        }
+        let matches = with_set(Cli::command()).try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let mut sub = matches.subcommand();
+        while let Some((_, m)) = sub {
+            if let Some(v) = m.get_many::<String>(SET_AFTER) {
+                cli.set.extend(v.cloned());
+            }
+            sub = m.subcommand();
+        }
+        Ok(cli)
+    }
+
     fn machine(&self) -> anyhow::Result<Machine> {
         let root = Root::new(&self.root);
         let settings = Settings::load(&root, self.config.as_deref(), &self.set)?;
@@ -76,26 +115,29 @@ impl Cli {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn,upd=info",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("UPD_LOG").unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+impl Command {
+    /// Whether the command was asked for `--json` output (then its failure is JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Status(a) => a.json,
+            Command::Check(a) => a.json,
+            Command::List(a) => a.json,
+            Command::Pull(a) | Command::Update(a) => a.json,
+            Command::Boot(a) => a.json,
+            Command::MarkGood(a) => a.json,
+            Command::Rollback(a) => a.json,
+            Command::Gc(_) | Command::Ext(_) | Command::Channel(_) => false,
+        }
+    }
 }
 
 /// Parse the command line, run the subcommand, print the error chain once and map it to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let cli = Cli::parse_from_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    if let Err(e) = log::init(cli.verbose) {
+        eprintln!("upd: {e}");
+        return ExitCode::from(exit::USAGE);
+    }
     let result = cli.machine().and_then(|m| match &cli.command {
         Command::Status(a) => status::run(m, a),
         Command::Check(a) => check::run(m, a),
@@ -112,15 +154,25 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("upd: {e:#}");
-            ExitCode::from(exit::of(&e))
+            let report = report::Report::of(&e);
+            if cli.command.json() {
+                println!("{}", report.json());
+            }
+            let prio = if log::stderr_is_journal() { "<3>" } else { "" };
+            eprintln!("{prio}upd: {}", report.line());
+            ExitCode::from(report.exit_code)
         }
     }
 }
 
-/// Print `value` as JSON on stdout.
+/// Print `value` as JSON on stdout, with the output schema version as `schema` (unless it
+/// carries its own, as the manifest `list` prints does).
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    let mut v = serde_json::to_value(value)?;
+    if let Some(o) = v.as_object_mut() {
+        o.entry("schema").or_insert(report::SCHEMA.into());
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
@@ -137,6 +189,17 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         use clap::CommandFactory;
+        super::Cli::parse_from_args(["upd", "ext", "enable", "x", "--set", "A=1"]).unwrap();
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_set_applies_before_and_after_the_subcommand() {
+        // Issue 10, defect 9: the subcommand's --set used to replace the global ones.
+        let cli = super::Cli::parse_from_args([
+            "upd", "--set", "A=1", "check", "--set", "B=2", "--set", "C=3",
+        ])
+        .unwrap();
+        assert_eq!(cli.set, ["A=1", "B=2", "C=3"]);
     }
 }

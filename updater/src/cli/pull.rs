@@ -28,7 +28,7 @@ pub struct Args {
     wait: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Run as the timer does (plain log lines, no bars).
     #[arg(long)]
     unattended: bool,

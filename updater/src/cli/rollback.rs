@@ -13,7 +13,7 @@ use crate::ops::session::Session;
 pub struct Args {
     /// Print the result as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Apply the reboot strategy afterwards (default: only signal that a reboot is needed).
     #[arg(long)]
     reboot: bool,

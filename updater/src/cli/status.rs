@@ -18,7 +18,7 @@ use crate::state::{Generation, State, SwitchJournal};
 pub struct Args {
     /// Print as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Serialize)]

@@ -101,7 +101,7 @@ pub async fn fetch_verified(
             url: url.clone(),
             source,
         })?;
-    tracing::info!(channel = %channel, serial = manifest.serial, not_modified, "manifest verified");
+    tracing::debug!(channel = %channel, serial = manifest.serial, not_modified, "manifest verified");
     Ok(Fetched {
         manifest,
         not_modified,

@@ -43,9 +43,34 @@ fn each_documented_failure_has_its_code() {
         (
             Error::Channel(ChannelError::Refused {
                 url: "http://127.0.0.1:1/m".into(),
-                source: ManifestError::Schema(SchemaError::TooLarge { size: 2, limit: 1 }),
+                source: ManifestError::Signature(upd_keys::KeyError::EnvelopeJson(
+                    serde_json::from_str::<u8>("x").unwrap_err(),
+                )),
             }),
             REFUSED,
+        ),
+        // Issue 10, defect 10: too large is one cause, one code, whichever check saw it.
+        (
+            Error::Channel(ChannelError::Refused {
+                url: "http://127.0.0.1:1/m".into(),
+                source: ManifestError::Schema(SchemaError::TooLarge { size: 2, limit: 1 }),
+            }),
+            DOWNLOAD,
+        ),
+        (
+            Error::Channel(ChannelError::Fetch(FetchError::ManifestTooLarge {
+                url: "http://127.0.0.1:1/m".into(),
+                limit: 1,
+            })),
+            DOWNLOAD,
+        ),
+        // Issue 10, defect 1: the next root not fetched (no answer, 5xx, stall) is a download failure.
+        (
+            Error::Channel(ChannelError::Trust(TrustError::Fetch(FetchError::Status {
+                url: "http://127.0.0.1:1/roots/2.root.json".into(),
+                status: 503,
+            }))),
+            DOWNLOAD,
         ),
         (
             Error::Channel(ChannelError::Trust(TrustError::NoRoot {
