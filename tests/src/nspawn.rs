@@ -130,9 +130,17 @@ impl Container {
             .expect("spawn unshare + systemd-nspawn");
         self.nspawn = Some(child);
         self.boots += 1;
+        let started = Instant::now();
         let leader = self.wait_leader();
         self.leader = Some(leader);
-        self.wait_booted()
+        let state = self.wait_booted();
+        eprintln!(
+            "container {}: boot {} {state} in {:.1} s",
+            self.name,
+            self.boots,
+            started.elapsed().as_secs_f64()
+        );
+        state
     }
 
     fn nspawn_args(&self) -> Vec<String> {
@@ -294,6 +302,7 @@ impl Container {
     /// Halt the container (SIGTERM to nspawn, which asks PID 1 to halt; SIGKILL after a grace
     /// period) and wait until its loop devices are released; returns those still attached.
     pub fn halt(&mut self) -> Vec<LoopDevice> {
+        let started = Instant::now();
         if let Some(mut child) = self.nspawn.take() {
             let pid = Pid::from_raw(child.id() as i32);
             let _ = kill(pid, Signal::SIGTERM);
@@ -306,6 +315,11 @@ impl Container {
             }
             let _ = killpg(pid, Signal::SIGKILL);
             let _ = child.wait();
+            eprintln!(
+                "container {}: halted in {:.1} s",
+                self.name,
+                started.elapsed().as_secs_f64()
+            );
         }
         self.leader = None;
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -6,4 +6,5 @@
 //! (upd_tests::nspawn). Every test runs once per systemd version.
 
 mod order;
+mod pull;
 mod rig;
