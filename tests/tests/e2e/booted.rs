@@ -8,3 +8,4 @@
 mod order;
 mod pull;
 mod rig;
+mod switchback;
