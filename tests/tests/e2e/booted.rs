@@ -9,3 +9,4 @@ mod order;
 mod pull;
 mod rig;
 mod switchback;
+mod typo;
