@@ -5,6 +5,7 @@
 //! (upd_tests::rootfs); each test copies one, installs the freshly built upd and boots it
 //! (upd_tests::nspawn). Every test runs once per systemd version.
 
+mod analyze;
 mod order;
 mod pull;
 mod rig;
