@@ -10,6 +10,7 @@
 //!   `refresh` exits 0 with the *old* hello merged: upd sees "different content".
 //! - 257 skips that image alone (extension_has_forbidden_content() in the dissection → -ENOMEDIUM
 //!   → ignored) and merges the rest: upd sees hello "missing".
+//!
 //! Either way only upd's check of the merged set notices, and upd must put the old links back.
 
 use upd_tests::rootfs::Suite;
