@@ -114,6 +114,12 @@ impl Rig {
         let mut text = fs::read_to_string(&os_release).expect("os-release");
         text.push_str(&format!("IMAGE_VERSION={}\n", os_version(self.c.suite())));
         fs::write(&os_release, text).expect("write os-release");
+        // systemd-journal-catalog-update.service (ConditionNeedsUpdate=/etc) runs again on the boot
+        // after a merge changed /usr's mtime, concurrently with systemd-sysext.service, and under
+        // 257 it was seen to fail there ("Failed to spawn executor: No such file or directory"),
+        // degrading the boot for a reason that is not upd's. Masked in the test trees.
+        let mask = root.join("etc/systemd/system/systemd-journal-catalog-update.service");
+        std::os::unix::fs::symlink("/dev/null", &mask).expect("mask catalog update");
         let out = Command::new("systemctl")
             .arg(format!("--root={}", root.display()))
             .args([
