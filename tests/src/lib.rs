@@ -6,5 +6,7 @@ pub mod etcd;
 pub mod faultserver;
 pub mod fleetlock;
 pub mod images;
+pub mod nspawn;
+pub mod rootfs;
 pub mod sandbox;
 pub mod tree;
