@@ -63,8 +63,7 @@ pub const TRIXIE: Suite = Suite {
 pub fn cache_dir() -> PathBuf {
     std::env::var_os(CACHE_ENV)
         .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE))
+        .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from)
 }
 
 /// The cache key of `suite`'s tree: 16 hex digits of a SHA-256 over every input of the build.
@@ -84,7 +83,9 @@ pub fn rootfs(suite: &Suite) -> PathBuf {
     static BUILT: OnceLock<Mutex<Vec<(&'static str, PathBuf)>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
     // One thread per process builds; the others wait for it (the lock is held while building).
-    let mut done = built.lock().unwrap_or_else(|e| e.into_inner());
+    let mut done = built
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((_, path)) = done.iter().find(|(c, _)| *c == suite.codename) {
         return path.clone();
     }
