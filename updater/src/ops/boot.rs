@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::host::failpoint;
 use crate::host::machine::Machine;
 use crate::host::slot::Slots;
-use crate::ops::session::{observe, Session};
+use crate::ops::session::{phase_on, Session};
 use crate::ops::Error;
 use crate::rules::phase::{booted_generation, Phase};
 use crate::state::{Generation, LinkSet, State};
@@ -76,7 +76,7 @@ fn settle_pending(
     let Some(p) = s.state.pending.clone() else {
         return Ok(None);
     };
-    Ok(match observe(&s.machine, &s.state)? {
+    Ok(match phase_on(slots, booted, version, &s.state)? {
         Phase::BootedPending => Some(format!(
             "the new OS {version} booted from {booted}; waiting for `upd mark-good`"
         )),

@@ -11,7 +11,7 @@ use crate::host::health;
 use crate::host::slot::Slots;
 use crate::ops::boot::fail;
 use crate::ops::gc::collect_garbage;
-use crate::ops::session::Session;
+use crate::ops::session::{phase_on, Session};
 use crate::ops::Error;
 
 /// What `upd mark-good` did.
@@ -53,7 +53,7 @@ pub fn mark_good(s: &mut Session, now: DateTime<Utc>) -> Result<MarkGood, Error>
         };
     };
     let booted = slots.booted(&m)?;
-    let phase = s.phase()?;
+    let phase = phase_on(&slots, &booted, &m.host()?.version.to_string(), &s.state)?;
     let pending_booted = s.state.pending.clone().filter(|_| phase.pending_booted());
     match (pending_booted, health) {
         (Some(p), Ok(())) => {

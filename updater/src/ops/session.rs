@@ -63,8 +63,7 @@ impl Session {
     /// Check the channel (root rotation, conditional GET, verification) and commit the serial
     /// and ETag it recorded, so that a replayed older manifest is refused from now on.
     pub async fn check_channel(&mut self, now: DateTime<Utc>) -> Result<Manifest, Error> {
-        let fetcher = fetcher(&self.machine)?;
-        let fetched = channel::fetch_verified(&self.machine, &self.state, &fetcher, now).await?;
+        let fetched = fetch_channel(&self.machine, &self.state, now).await?;
         channel::commit(&self.machine, &mut self.state, &fetched)?;
         self.state.save(&self.machine.state_dir())?;
         Ok(fetched.manifest)
@@ -94,20 +93,41 @@ impl View {
 
     /// Check the channel as [`Session::check_channel`] does, remembering nothing.
     pub async fn check_channel(&self, now: DateTime<Utc>) -> Result<Manifest, Error> {
-        let fetcher = fetcher(&self.machine)?;
-        let fetched = channel::fetch_verified(&self.machine, &self.state, &fetcher, now).await?;
-        Ok(fetched.manifest)
+        Ok(fetch_channel(&self.machine, &self.state, now)
+            .await?
+            .manifest)
     }
 }
 
-/// The phase of `state` on this machine: reads the booted slot, the booted OS version and the
-/// pending slot's gptprio, then applies [`Phase::of`].
+/// Fetch and verify the channel with the configured fetcher; nothing is written.
+async fn fetch_channel(
+    m: &Machine,
+    state: &State,
+    now: DateTime<Utc>,
+) -> Result<channel::Fetched, Error> {
+    let fetcher = fetcher(m)?;
+    Ok(channel::fetch_verified(m, state, &fetcher, now).await?)
+}
+
+/// The phase of `state` on this machine: reads the booted slot and the booted OS version, then
+/// [`phase_on`].
 pub fn observe(m: &Machine, state: &State) -> Result<Phase, Error> {
     let Some(slots) = Slots::of(m) else {
         return Ok(Phase::of(state, None));
     };
     let slot = slots.booted(m)?;
-    let os_version = m.host()?.version.to_string();
+    phase_on(&slots, &slot, &m.host()?.version.to_string(), state)
+}
+
+/// The phase of `state` after `slot` of `slots` booted `os_version`, for a caller that read
+/// those already: reads the pending slot's gptprio (when that slot is not the booted one) and
+/// applies [`Phase::of`].
+pub fn phase_on(
+    slots: &Slots,
+    slot: &str,
+    os_version: &str,
+    state: &State,
+) -> Result<Phase, Error> {
     let pending_prio = match state.pending.as_ref().and_then(|p| p.slot.as_deref()) {
         Some(l) if l != slot => Some(slots.slot(l)?.prio),
         _ => None,
@@ -115,8 +135,8 @@ pub fn observe(m: &Machine, state: &State) -> Result<Phase, Error> {
     Ok(Phase::of(
         state,
         Some(Booted {
-            slot: &slot,
-            os_version: &os_version,
+            slot,
+            os_version,
             pending_prio,
         }),
     ))
