@@ -1,7 +1,7 @@
 //! Real sysext and USR images (squashfs / erofs) built by code at test time, from a few identity fields.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -257,19 +257,8 @@ pub fn build_os_usr(os: &OsSpec, out_dir: &Path) -> PathBuf {
 
 /// Hex SHA-256 of a file's content.
 pub fn sha256_file(path: &Path) -> String {
-    let mut f = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-    }
-    hex::encode(ctx.finish().as_ref())
+    let (_, digest) = upd_durable::hash_file(path).unwrap_or_else(|e| panic!("{e}"));
+    hex::encode(digest)
 }
 
 #[cfg(test)]

@@ -38,13 +38,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
         let (kind, content) = if ft.is_symlink() {
             ("link", fs::read_link(&p).unwrap().display().to_string())
         } else if ft.is_file() {
-            (
-                "file",
-                hex::encode(ring::digest::digest(
-                    &ring::digest::SHA256,
-                    &fs::read(&p).unwrap(),
-                )),
-            )
+            ("file", crate::images::sha256_file(&p))
         } else if ft.is_dir() {
             ("dir", String::new())
         } else {

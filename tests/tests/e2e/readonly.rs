@@ -4,7 +4,9 @@
 
 use std::fs;
 use std::path::Path;
+use std::process::Output;
 
+use upd_tests::images::sha256_file;
 use upd_tests::sandbox::require_root;
 use upd_tests::tree;
 
@@ -23,11 +25,27 @@ fn reads(check_code: i32) -> Vec<(Vec<&'static str>, i32)> {
     ]
 }
 
-fn sha256_of(path: &Path) -> String {
-    hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        &fs::read(path).unwrap(),
-    ))
+/// Run each read command through `upd` (check exiting `check_code`) and insist that it gives
+/// its exit code, leaves `root` byte-identical, and passes `same` (the machine's other parts).
+fn each_read_changes_nothing(
+    root: &Path,
+    check_code: i32,
+    upd: impl Fn(&[&str]) -> Output,
+    same: impl Fn(&[&str]),
+) {
+    let before = tree::snapshot(root);
+    for (args, code) in reads(check_code) {
+        let out = upd(&args);
+        let text = text_of(&out);
+        assert_eq!(out.status.code(), Some(code), "upd {args:?}:\n{text}");
+        let changed = tree::diff(&before, &tree::snapshot(root));
+        assert!(
+            changed.is_empty(),
+            "upd {args:?} changed the root:\n{}",
+            changed.join("\n")
+        );
+        same(&args);
+    }
 }
 
 #[test]
@@ -50,7 +68,6 @@ fn read_commands_leave_a_machine_with_a_switch_cut_short_as_it_was() {
         text_of(&out)
     );
     let root = rig.m.root().clone();
-    let before = tree::snapshot(&root);
     let merged = rig.merged();
     assert!(
         fs::read_to_string(root.join("var/lib/upd/state.json"))
@@ -58,18 +75,12 @@ fn read_commands_leave_a_machine_with_a_switch_cut_short_as_it_was() {
             .contains("\"linked\""),
         "the switch is cut short after linking"
     );
-    for (args, code) in reads(100) {
-        let out = rig.upd(&args, &[]);
-        let text = text_of(&out);
-        assert_eq!(out.status.code(), Some(code), "upd {args:?}:\n{text}");
-        let changed = tree::diff(&before, &tree::snapshot(&root));
-        assert!(
-            changed.is_empty(),
-            "upd {args:?} changed the root:\n{}",
-            changed.join("\n")
-        );
-        assert_eq!(rig.merged(), merged, "upd {args:?} changed the merged set");
-    }
+    each_read_changes_nothing(
+        &root,
+        100,
+        |args| rig.upd(args, &[]),
+        |args| assert_eq!(rig.merged(), merged, "upd {args:?} changed the merged set"),
+    );
     let status = rig.upd_ok(&["status"], 0);
     assert!(status.contains("UNFINISHED SWITCH"), "{status}");
     // The next command that acts finishes the switch as before.
@@ -79,8 +90,8 @@ fn read_commands_leave_a_machine_with_a_switch_cut_short_as_it_was() {
 
 #[test]
 fn read_commands_leave_an_ab_machine_with_a_staged_os_as_it_was() {
-    // An A/B machine on 1.0.0 with 2.0.0 staged on USR-B (armed) and 2.0.1 published after: the
-    // read commands look at the GPT and the slots but change no byte of the disk nor the root.
+    // An A/B machine on 1.0.0 with 2.0.0 staged on USR-B (armed): the read commands look at the
+    // GPT and the slots but change no byte of the disk nor the root.
     if !require_root() {
         return;
     }
@@ -90,26 +101,21 @@ fn read_commands_leave_an_ab_machine_with_a_staged_os_as_it_was() {
     assert_eq!(rig.state()["pending"]["os_version"], V2);
     let root = rig.m.root().clone();
     let disk = rig.disk.device();
-    let before = tree::snapshot(&root);
-    let disk_before = sha256_of(&disk);
+    let disk_before = sha256_file(&disk);
     let versions = rig.versions();
-    for (args, code) in reads(0) {
-        let out = rig.upd(&args, &[]);
-        let text = text_of(&out);
-        assert_eq!(out.status.code(), Some(code), "upd {args:?}:\n{text}");
-        let changed = tree::diff(&before, &tree::snapshot(&root));
-        assert!(
-            changed.is_empty(),
-            "upd {args:?} changed the root:\n{}",
-            changed.join("\n")
-        );
-        assert_eq!(
-            sha256_of(&disk),
-            disk_before,
-            "upd {args:?} changed the disk"
-        );
-        assert_eq!(rig.versions(), versions);
-    }
+    each_read_changes_nothing(
+        &root,
+        0,
+        |args| rig.upd(args, &[]),
+        |args| {
+            assert_eq!(
+                sha256_file(&disk),
+                disk_before,
+                "upd {args:?} changed the disk"
+            );
+            assert_eq!(rig.versions(), versions);
+        },
+    );
     let out = rig.upd(&["status", "--json"], &[]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

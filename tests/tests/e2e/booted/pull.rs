@@ -12,16 +12,7 @@ fn pull_merges_on_the_real_root(suite: Suite) {
         return;
     };
     assert!(rig.merged().is_empty());
-    rig.add(&rig.ext("hello", "1.0.0"));
-    rig.add(&rig.ext("world", "1.0.0").erofs());
-    rig.publish();
-
-    let out = rig.start_upd();
-    assert!(
-        out.status.success(),
-        "upd.service:\n{}",
-        rig.journal("upd.service")
-    );
+    rig.pull_v1();
     assert_eq!(rig.c.property("upd.service", "Result"), "success");
     let links = rig.links();
     assert_eq!(
@@ -48,12 +39,7 @@ fn pull_merges_on_the_real_root(suite: Suite) {
     // A new build for the running OS: upd switches hello alone, world stays as it was.
     rig.add(&rig.ext("hello", "1.1.0"));
     rig.publish();
-    let out = rig.start_upd();
-    assert!(
-        out.status.success(),
-        "upd.service:\n{}",
-        rig.journal("upd.service")
-    );
+    rig.start_upd_ok();
     assert_eq!(rig.program("hello"), "hello 1.1.0\n");
     assert_eq!(rig.program("world"), "world 1.0.0\n");
     let before = rig.links();

@@ -213,6 +213,24 @@ impl Rig {
         self.c.exec(&["systemctl", "start", "upd.service"])
     }
 
+    /// `systemctl start upd.service`, insisting that it succeeds (its journal otherwise).
+    pub(crate) fn start_upd_ok(&self) {
+        let out = self.start_upd();
+        assert!(
+            out.status.success(),
+            "upd.service:\n{}",
+            self.journal("upd.service")
+        );
+    }
+
+    /// Publish hello 1.0.0 (squashfs) and world 1.0.0 (erofs) and let upd.service pull them.
+    pub(crate) fn pull_v1(&mut self) {
+        self.add(&self.ext("hello", "1.0.0"));
+        self.add(&self.ext("world", "1.0.0").erofs());
+        self.publish();
+        self.start_upd_ok();
+    }
+
     /// Run the program `name` from the merged /usr; its stdout, or panic.
     pub(crate) fn program(&self, name: &str) -> String {
         self.c.ok(&[name])

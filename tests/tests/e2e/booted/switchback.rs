@@ -23,15 +23,7 @@ fn unmergeable_build_is_switched_back(suite: Suite) {
     let Some(mut rig) = Rig::boot(suite, "switchback") else {
         return;
     };
-    rig.add(&rig.ext("hello", "1.0.0"));
-    rig.add(&rig.ext("world", "1.0.0").erofs());
-    rig.publish();
-    let out = rig.start_upd();
-    assert!(
-        out.status.success(),
-        "upd.service:\n{}",
-        rig.journal("upd.service")
-    );
+    rig.pull_v1();
     let before = rig.links();
     assert_eq!(rig.merged(), ["hello", "world"]);
 

@@ -13,15 +13,7 @@ use super::rig::{on_both, Rig};
 /// says so, nothing was refreshed. Returns the rig and those links.
 fn cut_short(suite: Suite, name: &str) -> Option<(Rig, BTreeMap<String, String>)> {
     let mut rig = Rig::boot(suite, name)?;
-    rig.add(&rig.ext("hello", "1.0.0"));
-    rig.add(&rig.ext("world", "1.0.0").erofs());
-    rig.publish();
-    let out = rig.start_upd();
-    assert!(
-        out.status.success(),
-        "upd.service:\n{}",
-        rig.journal("upd.service")
-    );
+    rig.pull_v1();
     let old = rig.links();
     rig.add(&rig.ext("hello", "1.1.0"));
     rig.add(&rig.ext("world", "1.1.0").erofs());
@@ -62,12 +54,7 @@ fn boot_completes_a_switch_cut_short(suite: Suite) {
     assert_eq!(rig.program("hello"), "hello 1.1.0\n", "{log}");
     assert_eq!(rig.program("world"), "world 1.1.0\n", "{log}");
     // Completed, not pending: the next run has nothing left to switch.
-    let out = rig.start_upd();
-    assert!(
-        out.status.success(),
-        "upd.service:\n{}",
-        rig.journal("upd.service")
-    );
+    rig.start_upd_ok();
     assert_eq!(rig.links(), new);
     rig.finish();
 }

@@ -29,6 +29,16 @@ async fn world(files: &[(&str, &[u8])]) -> World {
     }
 }
 
+impl World {
+    /// `OUT/a.raw`, a download destination whose `.partial` an earlier run left holding `partial`.
+    fn dest_with_partial(&self, partial: &[u8]) -> PathBuf {
+        let dest = self.out.join("a.raw");
+        std::fs::create_dir_all(&self.out).unwrap();
+        std::fs::write(partial_path(&dest), partial).unwrap();
+        dest
+    }
+}
+
 fn sha(data: &[u8]) -> [u8; 32] {
     digest(&SHA256, data).as_ref().try_into().unwrap()
 }
@@ -79,10 +89,8 @@ async fn resumes_from_partial_of_earlier_run() {
     // An earlier run left the first 1 MiB + 7 bytes: only the rest is downloaded.
     let img = data(2 << 20);
     let w = world(&[("a.raw", &img)]).await;
-    let dest = w.out.join("a.raw");
-    std::fs::create_dir_all(&w.out).unwrap();
     let held = (1 << 20) + 7;
-    std::fs::write(partial_path(&dest), &img[..held]).unwrap();
+    let dest = w.dest_with_partial(&img[..held]);
     let url = format!("{}/a.raw", w.base);
     let out = fetcher()
         .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
@@ -103,9 +111,7 @@ async fn complete_partial_is_verified_without_download() {
     // An earlier run got every byte but died before the rename: re-hashed and promoted, nothing fetched.
     let img = data(300_000);
     let w = world(&[]).await;
-    let dest = w.out.join("a.raw");
-    std::fs::create_dir_all(&w.out).unwrap();
-    std::fs::write(partial_path(&dest), &img).unwrap();
+    let dest = w.dest_with_partial(&img);
     let url = format!("{}/gone.raw", w.base);
     let out = fetcher()
         .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
@@ -128,9 +134,7 @@ async fn poisoned_partial_is_dropped_and_fetched_again_from_zero_in_the_same_run
     // fetched again from zero in the same run, which succeeds.
     let img = data(100_000);
     let w = world(&[("a.raw", &img)]).await;
-    let dest = w.out.join("a.raw");
-    std::fs::create_dir_all(&w.out).unwrap();
-    std::fs::write(partial_path(&dest), vec![0u8; 5000]).unwrap();
+    let dest = w.dest_with_partial(&[0u8; 5000]);
     let url = format!("{}/a.raw", w.base);
     let got = fetcher()
         .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
@@ -147,9 +151,7 @@ async fn mismatch_from_zero_fails_hash_and_is_deleted() {
     // download, the mismatch names both digests and nothing is left behind.
     let img = data(100_000);
     let w = world(&[("a.raw", &img)]).await;
-    let dest = w.out.join("a.raw");
-    std::fs::create_dir_all(&w.out).unwrap();
-    std::fs::write(partial_path(&dest), &img[..5000]).unwrap();
+    let dest = w.dest_with_partial(&img[..5000]);
     let url = format!("{}/a.raw", w.base);
     let declared = sha(b"another image");
     let err = fetcher()
@@ -173,9 +175,7 @@ async fn oversized_partial_is_discarded() {
     // A partial longer than the declared size cannot be a prefix: fetched again from zero.
     let img = data(10_000);
     let w = world(&[("a.raw", &img)]).await;
-    let dest = w.out.join("a.raw");
-    std::fs::create_dir_all(&w.out).unwrap();
-    std::fs::write(partial_path(&dest), data(20_000)).unwrap();
+    let dest = w.dest_with_partial(&data(20_000));
     let url = format!("{}/a.raw", w.base);
     let out = fetcher()
         .fetch_target(&url, &dest, img.len() as u64, sha(&img), &NoProgress)
