@@ -59,7 +59,7 @@ fn unit_order(suite: Suite) {
             .sh(&format!("test -s /{HEALTH_MARK}"))
             .status
             .success();
-        let log = rig.journal("upd-mark-good.service");
+        let log = rig.journal_with("upd-mark-good.service", "health check passed");
         assert!(
             ran && log.contains("health check passed"),
             "no health check:\n{log}"

@@ -55,7 +55,7 @@ fn pull_merges_on_the_real_root(suite: Suite) {
         rig.c.property("systemd-sysext.service", "Result"),
         "success"
     );
-    let log = rig.journal("systemd-sysext.service");
+    let log = rig.journal_with("systemd-sysext.service", "Merged extensions into '/usr'");
     assert!(log.contains("Merged extensions into '/usr'"), "{log}");
     rig.finish();
 }

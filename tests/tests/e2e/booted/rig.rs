@@ -269,6 +269,21 @@ impl Rig {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The unit's journal once it holds `needle`, or as it is after 20 s. A service's stdout
+    /// reaches journald through a stream socket that journald reads on its own schedule, so
+    /// the unit's last lines can land after systemd already logged "Finished": poll, do not
+    /// read once.
+    pub(crate) fn journal_with(&self, unit: &str, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let log = self.journal(unit);
+            if log.contains(needle) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// `systemctl --failed` and the journal of each failed unit, for assertion messages.
     pub(crate) fn failed_units(&self) -> String {
         let out = self
