@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use crate::compat;
 use crate::manifest::{ExtBuild, Release};
 use crate::osrelease::HostIdentity;
-use semver::{Version, VersionReq};
+use crate::version::OsVersion;
+use semver::VersionReq;
 
 /// An enabled extension and the builds it accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub struct Choice {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// The release planned for.
-    pub release: Version,
+    pub release: OsVersion,
     /// One choice per enabled extension, in configuration order.
     pub choices: Vec<Choice>,
 }

@@ -8,3 +8,4 @@ pub mod osrelease;
 pub mod rollout;
 pub mod select;
 pub mod verify;
+pub mod version;

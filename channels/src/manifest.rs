@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::version::OsVersion;
 use chrono::{DateTime, Utc};
 use semver::Version;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -97,7 +98,7 @@ pub struct Manifest {
     pub issued: DateTime<Utc>,
     /// After this instant the manifest is refused (freeze defence).
     pub expires: DateTime<Utc>,
-    /// Releases, in ascending semver order.
+    /// Releases, in ascending version order (systemd's version order, see [`crate::version`]).
     #[serde(default)]
     pub releases: Vec<Release>,
 }
@@ -106,8 +107,8 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Release {
-    /// The OS version (semver).
-    pub version: Version,
+    /// The OS version (`IMAGE_VERSION`, else `VERSION_ID`), ordered as systemd orders versions.
+    pub version: OsVersion,
     /// The OS image and the identity its os-release carries.
     pub os: OsBuild,
     /// Extension builds for this release.
@@ -127,7 +128,7 @@ pub struct Release {
     pub barrier: bool,
     /// For a withdrawn release: the safe release its machines are directed back to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect_to: Option<Version>,
+    pub redirect_to: Option<OsVersion>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -260,7 +261,7 @@ impl Manifest {
     }
 
     /// The release with exactly this version.
-    pub fn release(&self, version: &Version) -> Option<&Release> {
+    pub fn release(&self, version: &OsVersion) -> Option<&Release> {
         self.releases.iter().find(|r| &r.version == version)
     }
 
@@ -319,7 +320,7 @@ impl Manifest {
 
 impl Release {
     /// A release every machine may take at once: no rollout, not paused, withdrawn or a barrier.
-    pub fn new(version: Version, os: OsBuild, extensions: Vec<ExtBuild>) -> Self {
+    pub fn new(version: OsVersion, os: OsBuild, extensions: Vec<ExtBuild>) -> Self {
         Release {
             version,
             os,

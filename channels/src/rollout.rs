@@ -7,9 +7,9 @@
 //! shrinks over time (the manifest requires steps that grow in time and share), a machine
 //! never loses eligibility once it has it.
 
+use crate::version::OsVersion;
 use chrono::{DateTime, Duration, Utc};
 use ring::digest::{Context, SHA256};
-use semver::Version;
 
 use crate::manifest::Rollout;
 
@@ -29,7 +29,7 @@ const MAX_MS: f64 = 3.2e14;
 /// by 2^53 (53 bits, so that the f64 is exact and never rounds up to 1.0). The machine id is
 /// trimmed and lowercased first, as systemd writes it. A new release (or channel) draws a
 /// fresh, independent position, so the same machines are not always first.
-pub fn fleet_position(machine_id: &str, channel: &str, release: &Version) -> f64 {
+pub fn fleet_position(machine_id: &str, channel: &str, release: &OsVersion) -> f64 {
     let id = machine_id.trim().to_ascii_lowercase();
     let version = release.to_string();
     let mut ctx = Context::new(&SHA256);

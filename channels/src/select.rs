@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use crate::manifest::{Manifest, Release};
 use crate::rollout;
+use crate::version::OsVersion;
 use chrono::{DateTime, Utc};
-use semver::Version;
 
 /// A newer release passed over, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,7 +31,7 @@ pub struct Selection<'a> {
 /// pause; `Err(reason)` to pass it over).
 pub fn select<'a>(
     manifest: &'a Manifest,
-    running: &Version,
+    running: &OsVersion,
     failed: &BTreeSet<String>,
     eligible: impl Fn(&Release) -> Result<(), String>,
 ) -> Selection<'a> {
@@ -113,7 +113,7 @@ pub fn wave_check(
 }
 
 /// The release the publisher directs machines on a withdrawn `running` release to, if any.
-pub fn redirect<'a>(manifest: &'a Manifest, running: &Version) -> Option<&'a Release> {
+pub fn redirect<'a>(manifest: &'a Manifest, running: &OsVersion) -> Option<&'a Release> {
     let r = manifest.release(running)?;
     let to = r.redirect_to.as_ref().filter(|_| r.withdrawn)?;
     manifest.release(to).filter(|t| !t.withdrawn)
@@ -135,7 +135,7 @@ mod tests {
                 architecture: "x86-64".into(),
             },
             image: Target {
-                path: RelPath::new(&format!("os/{v}.raw")).unwrap(),
+                path: RelPath::new(&format!("os/{}.raw", v.replace('~', "_"))).unwrap(),
                 size: 1,
                 sha256: Sha256([0; 32]),
             },
@@ -180,6 +180,19 @@ mod tests {
     }
 
     #[test]
+    fn distribution_versions_are_ordered_as_systemd_orders_them() {
+        // Debian's 9 < 10 (a string order would say otherwise), Ubuntu's point releases.
+        let m = manifest(vec![release("9"), release("10"), release("12")]);
+        assert_eq!(pick(&m, "9", &[]).0, Some("12".into()));
+        assert_eq!(pick(&m, "12", &[]).0, None);
+        let m = manifest(vec![release("22.04"), release("24.04"), release("24.10")]);
+        assert_eq!(pick(&m, "24.04", &[]).0, Some("24.10".into()));
+        // A '~' pre-release is older than its release.
+        let m = manifest(vec![release("2.0.0~rc1"), release("2.0.0")]);
+        assert_eq!(pick(&m, "2.0.0~rc1", &[]).0, Some("2.0.0".into()));
+    }
+
+    #[test]
     fn failed_release_is_retried_only_when_a_newer_one_appears() {
         let m = manifest(vec![release("1.0.0"), release("2.0.0"), release("2.1.0")]);
         assert_eq!(pick(&m, "1.0.0", &["2.0.0"]).0, Some("2.1.0".into()));
@@ -198,7 +211,7 @@ mod tests {
     fn eligibility_passes_over_with_a_reason() {
         let m = manifest(vec![release("1.0.0"), release("2.0.0"), release("2.1.0")]);
         let s = select(&m, &"1.0.0".parse().unwrap(), &BTreeSet::new(), |r| {
-            if r.version.minor == 1 {
+            if r.version.as_str() == "2.1.0" {
                 Err("not yet in this machine's wave".into())
             } else {
                 Ok(())

@@ -23,6 +23,7 @@ use semver::Version;
 use upd_channels::compat::Incompatible;
 use upd_channels::manifest::{Manifest, SchemaError, Sha256, Target};
 use upd_channels::name::{Name, NameError, RelPath};
+use upd_channels::version::OsVersion;
 use upd_durable::{atomic_write, rename_durable, sweep_tmp, tmp_sibling, PathError};
 use upd_image::ImageError;
 use upd_keys::{KeyError, TrustedRoot};
@@ -92,7 +93,7 @@ pub enum RepoError {
         /// The extension image.
         image: PathBuf,
         /// The OS release it was meant for.
-        os_version: Version,
+        os_version: OsVersion,
         /// The systemd-sysext rule that fails.
         source: Box<Incompatible>,
     },
@@ -118,7 +119,7 @@ pub enum RepoError {
     #[error("release {version} already has OS image {existing_path} (sha256 {existing}); the new image has sha256 {new}: a release's OS image never changes, publish a new version")]
     OsImageDiffers {
         /// The release.
-        version: Version,
+        version: OsVersion,
         /// Its image path.
         existing_path: RelPath,
         /// Its image hash (hex).
@@ -130,7 +131,7 @@ pub enum RepoError {
     #[error("release {version} already lists extension {name} {ext_version}")]
     DuplicateExt {
         /// The release.
-        version: Version,
+        version: OsVersion,
         /// The extension.
         name: Name,
         /// Its version.
@@ -152,7 +153,7 @@ pub enum RepoError {
         /// The channel.
         channel: Name,
         /// The version asked for.
-        version: Version,
+        version: OsVersion,
     },
     /// A rollout schedule step is unusable.
     #[error("rollout step {step} ({hours}:{percent}): {reason}")]
@@ -172,9 +173,9 @@ pub enum RepoError {
         /// The channel.
         channel: Name,
         /// The release being withdrawn.
-        version: Version,
+        version: OsVersion,
         /// The release asked for as the safe one.
-        to: Version,
+        to: OsVersion,
         /// Why it is not a safe target.
         reason: &'static str,
     },
@@ -182,7 +183,7 @@ pub enum RepoError {
     #[error("channel '{channel}' already has release {version} with different content ({differs}); a published release never changes, publish a new version")]
     PromoteConflict {
         /// The release.
-        version: Version,
+        version: OsVersion,
         /// The target channel.
         channel: Name,
         /// What differs (target first, then source).
@@ -416,12 +417,12 @@ impl Repo {
 }
 
 /// `images/os/<ID>-<version>.raw`.
-pub fn os_image_path(id: &str, version: &Version) -> Result<RelPath> {
+pub fn os_image_path(id: &str, version: &OsVersion) -> Result<RelPath> {
     rel(&format!("images/os/{id}-{version}.raw"), "OS image path")
 }
 
 /// `images/ext/<name>/<name>-<extversion>-<osversion>.raw`.
-pub fn ext_image_path(name: &Name, ext: &Version, os: &Version) -> Result<RelPath> {
+pub fn ext_image_path(name: &Name, ext: &Version, os: &OsVersion) -> Result<RelPath> {
     rel(
         &format!("images/ext/{name}/{name}-{ext}-{os}.raw"),
         "extension image path",

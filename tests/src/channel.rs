@@ -15,6 +15,7 @@ use upd_channels::manifest::{
 use upd_channels::name::{Name, RelPath};
 use upd_channels::osrelease::native_architecture;
 use upd_channels::verify::sign_manifest;
+use upd_channels::version::OsVersion;
 use upd_keys::{sign_root, RootDocument, SigningKey};
 
 use crate::images::{build_os_usr, build_sysext, sha256_file, OsSpec, SysextSpec};
@@ -91,7 +92,7 @@ impl Channel {
             architecture: native_architecture().to_string(),
         };
         let release = Release::new(
-            Version::parse(version).expect("semver OS version"),
+            OsVersion::parse(version).expect("OS version"),
             OsBuild { identity, image },
             Vec::new(),
         );
@@ -126,7 +127,7 @@ impl Channel {
 
     /// The release `os_version` of the manifest being edited.
     pub fn release_mut(&mut self, os_version: &str) -> &mut Release {
-        let v = Version::parse(os_version).expect("semver OS version");
+        let v = OsVersion::parse(os_version).expect("OS version");
         self.manifest
             .releases
             .iter_mut()

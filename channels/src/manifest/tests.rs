@@ -77,9 +77,34 @@ fn each_broken_rule_is_refused_with_its_reason() {
             "invalid value",
         ),
         (
-            "bad semver",
-            |v| v["releases"][0]["version"] = "1.0".into(),
+            "bad OS version",
+            |v| v["releases"][0]["version"] = "1.0 beta".into(),
+            "only A-Z a-z 0-9 . _ ~ ^ + - are allowed",
+        ),
+        (
+            "extension version not semver",
+            |v| v["releases"][0]["extensions"][0]["version"] = "1.0".into(),
             "version",
+        ),
+        (
+            "two versions systemd counts as one",
+            |v| {
+                let mut r = v["releases"][0].clone();
+                v["releases"][0]["version"] = "1.0".into();
+                r["version"] = "1.00".into();
+                v["releases"].as_array_mut().unwrap().push(r);
+            },
+            "ascending version order without duplicates: 1.0 then 1.00",
+        ),
+        (
+            "numeric order, not string order",
+            |v| {
+                let mut r = v["releases"][0].clone();
+                v["releases"][0]["version"] = "10".into();
+                r["version"] = "9".into();
+                v["releases"].as_array_mut().unwrap().push(r);
+            },
+            "10 then 9",
         ),
         (
             "unknown field",

@@ -1,7 +1,7 @@
 //! Rollout waves over a simulated fleet: shares, monotonicity, reshuffling, wariness, edges.
 
+use crate::version::OsVersion;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use semver::Version;
 
 use super::*;
 use crate::manifest::{Rollout, RolloutStep};
@@ -55,8 +55,8 @@ fn waves() -> Rollout {
     schedule(&[(0.0, 1.0), (24.0, 10.0), (48.0, 50.0), (72.0, 100.0)])
 }
 
-fn v(s: &str) -> Version {
-    Version::parse(s).unwrap()
+fn v(s: &str) -> OsVersion {
+    OsVersion::parse(s).unwrap()
 }
 
 fn positions(ids: &[String], release: &str) -> Vec<f64> {

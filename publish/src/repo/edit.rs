@@ -1,11 +1,11 @@
 //! Draft edits for fleet rollout: waves, pause, withdraw with redirect, barriers, promotion.
 
-use semver::Version;
 use upd_channels::manifest::{Manifest, Release, Rollout};
+use upd_channels::version::OsVersion;
 
 use super::{RepoError, Result};
 
-fn release_mut<'a>(draft: &'a mut Manifest, version: &Version) -> Result<&'a mut Release> {
+fn release_mut<'a>(draft: &'a mut Manifest, version: &OsVersion) -> Result<&'a mut Release> {
     let channel = draft.channel.clone();
     draft
         .releases
@@ -20,7 +20,7 @@ fn release_mut<'a>(draft: &'a mut Manifest, version: &Version) -> Result<&'a mut
 /// Applies `edit` to release `version` of a copy of `draft`, validates, then commits it.
 fn edit(
     draft: &mut Manifest,
-    version: &Version,
+    version: &OsVersion,
     f: impl FnOnce(&mut Release) -> Result<()>,
 ) -> Result<()> {
     let mut next = draft.clone();
@@ -76,7 +76,7 @@ pub fn check_rollout(rollout: &Rollout) -> Result<()> {
 }
 
 /// Sets (or replaces) the rollout schedule of a release and resumes it.
-pub fn set_rollout(draft: &mut Manifest, version: &Version, rollout: Rollout) -> Result<()> {
+pub fn set_rollout(draft: &mut Manifest, version: &OsVersion, rollout: Rollout) -> Result<()> {
     check_rollout(&rollout)?;
     edit(draft, version, |r| {
         r.rollout = Some(rollout);
@@ -86,7 +86,7 @@ pub fn set_rollout(draft: &mut Manifest, version: &Version, rollout: Rollout) ->
 }
 
 /// Pauses (no new machine starts) or resumes a release's rollout.
-pub fn set_paused(draft: &mut Manifest, version: &Version, paused: bool) -> Result<()> {
+pub fn set_paused(draft: &mut Manifest, version: &OsVersion, paused: bool) -> Result<()> {
     edit(draft, version, |r| {
         r.paused = paused;
         Ok(())
@@ -94,7 +94,7 @@ pub fn set_paused(draft: &mut Manifest, version: &Version, paused: bool) -> Resu
 }
 
 /// Makes a release a barrier (every machine passes through it) or clears the flag.
-pub fn set_barrier(draft: &mut Manifest, version: &Version, barrier: bool) -> Result<()> {
+pub fn set_barrier(draft: &mut Manifest, version: &OsVersion, barrier: bool) -> Result<()> {
     edit(draft, version, |r| {
         r.barrier = barrier;
         Ok(())
@@ -105,8 +105,8 @@ pub fn set_barrier(draft: &mut Manifest, version: &Version, barrier: bool) -> Re
 /// be another release of the same channel that is not itself withdrawn.
 pub fn withdraw(
     draft: &mut Manifest,
-    version: &Version,
-    redirect_to: Option<Version>,
+    version: &OsVersion,
+    redirect_to: Option<OsVersion>,
 ) -> Result<()> {
     if let Some(to) = &redirect_to {
         let reason = match draft.release(to) {
@@ -144,7 +144,7 @@ pub enum Promoted {
 fn content(
     r: &Release,
 ) -> (
-    &Version,
+    &OsVersion,
     &upd_channels::manifest::OsBuild,
     &[upd_channels::manifest::ExtBuild],
 ) {
@@ -160,7 +160,7 @@ fn content(
 pub fn promote(
     from: &Manifest,
     to: &mut Manifest,
-    version: &Version,
+    version: &OsVersion,
     with_rollout: bool,
 ) -> Result<Promoted> {
     let source = from.release(version).ok_or(RepoError::NoRelease {

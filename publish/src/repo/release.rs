@@ -9,6 +9,7 @@ use upd_channels::manifest::{
 };
 use upd_channels::name::Name;
 use upd_channels::osrelease::OsRelease;
+use upd_channels::version::OsVersion;
 use upd_image::{read_extension_release, read_os_release};
 
 use super::{ext_image_path, hash_image, os_image_path, Repo, RepoError, Result};
@@ -55,9 +56,9 @@ fn parse_version(image: &Path, field: &str, value: &str, hint: &str) -> Result<V
 /// `version` if given, else `IMAGE_VERSION=`, else `VERSION_ID=`.
 pub fn inspect_os(
     image: &Path,
-    version: Option<&Version>,
+    version: Option<&OsVersion>,
     architecture: &str,
-) -> Result<(Version, OsIdentity)> {
+) -> Result<(OsVersion, OsIdentity)> {
     let os = read_os_release(image)?;
     let identity = OsIdentity::from_release(&os, architecture);
     if Name::new(&identity.id).is_err() {
@@ -74,7 +75,8 @@ pub fn inspect_os(
                 let reason = "neither IMAGE_VERSION nor VERSION_ID is set; pass --version";
                 field_err(image, "VERSION_ID", reason.to_string())
             })?;
-        parse_version(image, field, value, "pass --version")?
+        OsVersion::parse(value)
+            .map_err(|e| field_err(image, field, format!("{e}; pass --version")))?
     };
     Ok((version, identity))
 }
@@ -83,7 +85,7 @@ pub fn inspect_os(
 /// merge it as `<name>.raw` on `os`, and returns its version and identity.
 pub fn inspect_ext(
     ext: &ExtSource,
-    os_version: &Version,
+    os_version: &OsVersion,
     os: &OsIdentity,
 ) -> Result<(Version, ExtIdentity)> {
     let (found, release) = read_extension_release(&ext.image, ext.name.as_str())?;
@@ -167,7 +169,7 @@ impl Repo {
         &self,
         channel: &Name,
         os_image: &Path,
-        version: Option<&Version>,
+        version: Option<&OsVersion>,
         exts: &[ExtSource],
         architecture: &str,
     ) -> Result<(Release, Added)> {

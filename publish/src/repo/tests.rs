@@ -3,6 +3,7 @@ use semver::Version;
 use upd_channels::manifest::{
     ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Target,
 };
+use upd_channels::version::OsVersion;
 use upd_durable::TMP_PREFIX;
 
 use super::*;
@@ -16,7 +17,7 @@ fn target(path: &str, byte: u8) -> Target {
 }
 
 pub(super) fn release(version: &str, os_byte: u8, exts: &[(&str, &str)]) -> Release {
-    let v = Version::parse(version).unwrap();
+    let v = OsVersion::parse(version).unwrap();
     let os = OsBuild {
         identity: OsIdentity {
             id: "testos".into(),
@@ -129,7 +130,7 @@ fn import_keeps_identical_and_refuses_different_content() {
 #[test]
 fn image_paths_follow_the_layout_and_refuse_unsafe_ids() {
     // The layout the updater relies on; an os-release ID with a slash cannot make a path.
-    let v = Version::new(1, 2, 3);
+    let v = OsVersion::parse("1.2.3").unwrap();
     let name = Name::new("hello").unwrap();
     assert_eq!(
         os_image_path("testos", &v).unwrap().as_str(),

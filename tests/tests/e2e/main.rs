@@ -12,3 +12,4 @@ mod rebootlock; // coordinated reboots: etcd-lock against a real etcd (airlock l
 mod rollout_publish; // upd-channel as a release engineer uses it: promote alpha→beta→stable, waves and share, pause, withdraw with redirect, barrier, refusals
 mod sysext; // real systemd-sysext 252 on sandbox machines: merge, silent skips, verify_merged, reboot, isolation
 mod units; // systemd units: systemd-analyze verify, ordering before systemd-sysext, timer
+mod versions; // OS versions ordered as the real systemd-analyze compare-versions orders them (46 pairs); a Debian VERSION_ID=12 machine checked and pulled

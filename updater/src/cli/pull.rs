@@ -1,7 +1,7 @@
 //! `upd pull [VERSION]` and `upd update`.
 
 use chrono::Utc;
-use semver::Version;
+use upd_channels::version::OsVersion;
 
 use super::{exit, print_json, progress::Factory, runtime};
 use crate::host::machine::Machine;
@@ -16,7 +16,7 @@ use crate::rules::window;
 pub struct Args {
     /// The OS release to go to (default: the newest one for this machine). Bypasses rollout
     /// waves, never signatures.
-    version: Option<Version>,
+    version: Option<OsVersion>,
     /// Leave this enabled extension out of a new OS generation, on purpose (repeatable).
     #[arg(long = "drop-extension", value_name = "NAME")]
     drop_extension: Vec<String>,

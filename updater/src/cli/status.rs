@@ -24,6 +24,8 @@ pub struct Args {
 #[derive(Serialize)]
 struct Status {
     os_version: Option<String>,
+    /// Why the OS version is unknown (os-release unreadable or without a version).
+    os_error: Option<String>,
     channel: String,
     highest_serial: Option<u64>,
     phase: Option<Phase>,
@@ -70,8 +72,10 @@ fn gather(m: &Machine, state: &State) -> Status {
         Ok(p) => p.reboot_needed().then(|| staged_text(state)),
         Err(e) => Some(e.to_string()),
     };
+    let host = m.host();
     Status {
-        os_version: m.host().ok().map(|h| h.version.to_string()),
+        os_version: host.as_ref().ok().map(|h| h.version.to_string()),
+        os_error: host.as_ref().err().map(ToString::to_string),
         channel: m.settings.channel.to_string(),
         highest_serial: state
             .highest_serial
@@ -129,9 +133,13 @@ fn links(m: &Machine, state: &State) -> BTreeMap<String, String> {
 }
 
 fn print_head(st: &Status) {
+    let os = match (&st.os_version, &st.os_error) {
+        (Some(v), _) => v.clone(),
+        (None, Some(e)) => format!("unknown ({e})"),
+        (None, None) => "unknown".into(),
+    };
     println!(
-        "OS: {}  channel: {}  manifest serial: {}",
-        st.os_version.as_deref().unwrap_or("unknown"),
+        "OS: {os}  channel: {}  manifest serial: {}",
         st.channel,
         st.highest_serial
             .map_or_else(|| "-".into(), |s| s.to_string())

@@ -4,8 +4,8 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use semver::Version;
 use upd_channels::osrelease::{native_architecture, HostIdentity, OsRelease};
+use upd_channels::version::OsVersion;
 
 use crate::config::{Root, Settings};
 use crate::host::sysext::Sysext;
@@ -60,7 +60,7 @@ pub struct Host {
     /// Identity for the compatibility rules.
     pub identity: HostIdentity,
     /// OS version: `IMAGE_VERSION`, else `VERSION_ID`, as semver.
-    pub version: Version,
+    pub version: OsVersion,
     /// The raw os-release.
     pub os_release: OsRelease,
 }
@@ -246,8 +246,8 @@ fn host_from(path: &Path, text: &str) -> Result<Host, MachineError> {
         .map_err(|e| bad(e.to_string()))?;
     let v =
         os_version(&os).ok_or_else(|| bad("neither IMAGE_VERSION nor VERSION_ID is set".into()))?;
-    let version = Version::parse(v)
-        .map_err(|e| bad(format!("OS version '{v}' is not a semantic version: {e}")))?;
+    let version =
+        OsVersion::parse(v).map_err(|e| bad(format!("OS version '{v}' is not a version: {e}")))?;
     Ok(Host {
         identity,
         version,

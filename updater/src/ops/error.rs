@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use semver::Version;
+use upd_channels::version::OsVersion;
 
 use crate::host::lock::LockError;
 use crate::host::machine::MachineError;
@@ -42,7 +42,7 @@ pub enum Error {
     )]
     UnknownOs {
         /// Host version.
-        version: Version,
+        version: OsVersion,
         /// Channel.
         channel: String,
         /// Known versions.
@@ -78,7 +78,7 @@ pub enum Error {
     #[error("release {version} is not in channel '{channel}' (releases: {known})")]
     NoSuchRelease {
         /// Asked for.
-        version: Version,
+        version: OsVersion,
         /// Channel.
         channel: String,
         /// Known versions.
@@ -86,14 +86,14 @@ pub enum Error {
     },
     /// The release asked for is withdrawn.
     #[error("release {0} is withdrawn by the publisher")]
-    Withdrawn(Version),
+    Withdrawn(OsVersion),
     /// An older OS release was asked for.
     #[error("release {version} is older than the running OS {running}; use `upd rollback` for the previous generation")]
     Downgrade {
         /// Asked for.
-        version: Version,
+        version: OsVersion,
         /// Running.
-        running: Version,
+        running: OsVersion,
     },
     /// An image that systemd-sysext would not merge, or that differs from what the manifest declares.
     #[error("refused image {path}: {why}")]

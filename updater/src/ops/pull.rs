@@ -7,9 +7,9 @@ use std::fs;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use semver::Version;
 use upd_channels::builds::{self, Plan};
 use upd_channels::manifest::Release;
+use upd_channels::version::OsVersion;
 
 use crate::host::machine::{Host, Machine};
 use crate::ops::release;
@@ -65,7 +65,7 @@ pub enum Outcome {
 /// Run `upd pull`: stage a newer OS release, or bring the running OS's extensions up to date.
 pub async fn pull(
     s: &mut Session,
-    version: Option<&Version>,
+    version: Option<&OsVersion>,
     opts: &StageOptions,
     progress: &dyn Fn() -> Arc<dyn Progress>,
     now: DateTime<Utc>,

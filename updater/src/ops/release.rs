@@ -5,9 +5,9 @@
 use std::fs;
 
 use chrono::{DateTime, Utc};
-use semver::Version;
 use upd_channels::manifest::{Manifest, Release};
 use upd_channels::select;
+use upd_channels::version::OsVersion;
 
 use crate::host::machine::{Host, Machine};
 use crate::host::slot::Slots;
@@ -24,7 +24,7 @@ pub fn target_release<'a>(
     s: &Session,
     manifest: &'a Manifest,
     host: &Host,
-    version: Option<&Version>,
+    version: Option<&OsVersion>,
     allow_downgrade: bool,
     now: DateTime<Utc>,
 ) -> Result<(&'a Release, Option<Next<'a>>), Error> {
@@ -54,7 +54,7 @@ pub fn target_release<'a>(
 fn asked_for<'a>(
     manifest: &'a Manifest,
     host: &Host,
-    v: &Version,
+    v: &OsVersion,
     allow_downgrade: bool,
 ) -> Result<&'a Release, Error> {
     let r = manifest.release(v).ok_or_else(|| Error::NoSuchRelease {
@@ -94,7 +94,7 @@ pub fn next_release<'a>(
     m: &Machine,
     state: &State,
     manifest: &'a Manifest,
-    running: &Version,
+    running: &OsVersion,
     now: DateTime<Utc>,
 ) -> Option<Next<'a>> {
     Slots::of(m)?;
@@ -157,7 +157,7 @@ pub fn drop_withdrawn(
     };
     let withdrawn = p
         .os_version
-        .parse::<Version>()
+        .parse::<OsVersion>()
         .ok()
         .and_then(|v| manifest.release(&v))
         .is_some_and(|r| r.withdrawn);

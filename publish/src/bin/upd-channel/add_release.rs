@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use semver::Version;
 use upd_channels::name::Name;
 use upd_channels::osrelease::native_architecture;
+use upd_channels::version::OsVersion;
 use upd_publish::repo::{Added, ExtSource, Repo};
 
 use crate::common;
@@ -24,7 +25,7 @@ pub struct Args {
     os_image: PathBuf,
     /// The release version (default: IMAGE_VERSION, else VERSION_ID of the image).
     #[arg(long)]
-    version: Option<Version>,
+    version: Option<OsVersion>,
     /// An extension build, NAME=PATH[:EXTVERSION] (default version: its SYSEXT_VERSION_ID).
     #[arg(long = "ext", value_parser = parse_ext)]
     exts: Vec<ExtSource>,

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
-use semver::Version;
 use upd_channels::manifest::Manifest;
 use upd_channels::name::Name;
+use upd_channels::version::OsVersion;
 use upd_keys::SigningKey;
 use upd_publish::repo::Repo;
 
@@ -63,14 +63,14 @@ pub struct ReleaseRef {
     pub channel: Name,
     /// The release.
     #[arg(long)]
-    pub version: Version,
+    pub version: OsVersion,
 }
 
 impl ReleaseRef {
     /// Load the channel's draft, apply `edit` to this release, validate and write it; the path written.
     pub fn edit_draft(
         &self,
-        edit: impl FnOnce(&mut Manifest, &Version) -> Result<()>,
+        edit: impl FnOnce(&mut Manifest, &OsVersion) -> Result<()>,
     ) -> Result<PathBuf> {
         let repo = Repo::new(&self.repo);
         let mut draft = repo.load_draft(&self.channel)?;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use semver::Version;
 use upd_channels::name::Name;
 use upd_channels::verify::{verify_manifest, Expect};
+use upd_channels::version::OsVersion;
 use upd_publish::repo::{promote, Promoted, Repo};
 
 use crate::common;
@@ -25,7 +25,7 @@ pub struct Args {
     to: Name,
     /// The release.
     #[arg(long)]
-    version: Version,
+    version: OsVersion,
     /// Also copy the source channel's wave schedule (by default the target sets its own).
     #[arg(long)]
     with_rollout: bool,

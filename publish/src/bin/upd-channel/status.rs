@@ -152,7 +152,7 @@ mod tests {
             }],
         });
         (r.paused, r.withdrawn, r.barrier) = (true, true, true);
-        r.redirect_to = Some(semver::Version::new(1, 0, 0));
+        r.redirect_to = Some("1.0.0".parse().unwrap());
         assert_eq!(flags(&r), " paused withdrawn redirect_to=1.0.0 barrier");
         let noon = start + chrono::Duration::hours(12);
         assert_eq!(

@@ -1,7 +1,7 @@
 //! `upd-channel withdraw`: a release no machine installs any more, optionally redirected.
 
 use anyhow::Result;
-use semver::Version;
+use upd_channels::version::OsVersion;
 use upd_publish::repo::withdraw;
 
 use crate::common;
@@ -13,7 +13,7 @@ pub struct Args {
     release: common::ReleaseRef,
     /// A safe release of the channel that machines on the withdrawn one go back to.
     #[arg(long)]
-    redirect_to: Option<Version>,
+    redirect_to: Option<OsVersion>,
 }
 
 /// Marks the release withdrawn in the draft (validated) and writes it.

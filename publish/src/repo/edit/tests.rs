@@ -1,13 +1,13 @@
 use chrono::{TimeZone, Utc};
-use semver::Version;
 use upd_channels::manifest::RolloutStep;
 use upd_channels::name::Name;
+use upd_channels::version::OsVersion;
 
 use super::*;
 use crate::repo::tests::{draft, release};
 
-fn v(s: &str) -> Version {
-    Version::parse(s).unwrap()
+fn v(s: &str) -> OsVersion {
+    OsVersion::parse(s).unwrap()
 }
 
 fn rollout(steps: &[(f64, f64)]) -> Rollout {

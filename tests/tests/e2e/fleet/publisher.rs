@@ -1,7 +1,7 @@
 //! What a publisher's manifest edits do to real machines: pause, withdrawal of a staged release,
 //! a signed redirect back to the safe release, and a replayed older manifest refused.
 
-use semver::Version;
+use upd_channels::version::OsVersion;
 use upd_tests::disk::{USR_A, USR_B};
 use upd_tests::sandbox::require_root;
 
@@ -61,7 +61,7 @@ fn pause_withdraw_redirect_and_a_replayed_manifest() {
     let r = fleet.ch.release_mut(V2);
     r.paused = false;
     r.withdrawn = true;
-    r.redirect_to = Some(Version::parse(V1).unwrap());
+    r.redirect_to = Some(OsVersion::parse(V1).unwrap());
     fleet.publish();
     // The staged machine drops the pending generation: slot unbootable, no reboot signal.
     let text = staged.upd_ok(&["update"], 0);

@@ -2,9 +2,9 @@
 //! position and wariness; the others say when their turn comes; `upd pull VERSION` bypasses waves.
 
 use chrono::{Duration, Utc};
-use semver::Version;
 use upd_channels::manifest::{Rollout, RolloutStep};
 use upd_channels::rollout::{effective_position, fleet_position};
+use upd_channels::version::OsVersion;
 use upd_tests::disk::USR_B;
 use upd_tests::sandbox::require_root;
 
@@ -14,7 +14,7 @@ use crate::os::rig::{V1, V2};
 
 /// A random machine-id whose fleet position for 2.0.0 on `stable` is below (`early`) or above the half.
 fn id_in_half(early: bool) -> String {
-    let v2 = Version::parse(V2).unwrap();
+    let v2 = OsVersion::parse(V2).unwrap();
     loop {
         let mut seed = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).unwrap();
@@ -60,7 +60,7 @@ fn a_wave_stages_exactly_the_machines_whose_turn_it_is_and_pull_version_bypasses
     let rollout = half_now();
     fleet.ch.release_mut(V2).rollout = Some(rollout.clone());
     fleet.publish();
-    let v2 = Version::parse(V2).unwrap();
+    let v2 = OsVersion::parse(V2).unwrap();
     let now = Utc::now();
     let mut staged = 0;
     for (node, wariness) in &nodes {

@@ -38,10 +38,15 @@ pub(crate) struct Rig {
 impl Rig {
     /// Channel `stable` with OS release 1.0.0 (no extensions yet), served; a machine running that OS.
     pub(crate) fn new() -> Rig {
+        Rig::running(&os(), OS_VERSION)
+    }
+
+    /// Channel `stable` with OS release `version` of `os` (no extensions yet), served; a machine running it.
+    pub(crate) fn running(os: &OsSpec, version: &str) -> Rig {
         let (rt, server) = FaultServer::start_with_runtime();
         let mut ch = Channel::new("stable");
-        ch.add_os_release(OS_VERSION, &os());
-        let m = Machine::new(&os());
+        ch.add_os_release(version, os);
+        let m = Machine::new(os);
         let rig = Rig {
             server,
             ch,

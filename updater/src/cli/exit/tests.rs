@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use semver::Version;
 use upd_channels::manifest::SchemaError;
 use upd_channels::verify::ManifestError;
+use upd_channels::version::OsVersion;
 
 use super::*;
 use crate::host::lock::LockError;
@@ -116,7 +116,7 @@ fn each_documented_failure_has_its_code() {
         ),
         (
             Error::UnknownOs {
-                version: Version::new(9, 0, 0),
+                version: OsVersion::parse("9.0.0").unwrap(),
                 channel: "stable".into(),
                 known: "1.0.0".into(),
             },
