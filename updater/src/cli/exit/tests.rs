@@ -144,7 +144,7 @@ fn a_bad_command_line_is_usage() {
     use clap::Parser;
     let e = crate::cli::Cli::try_parse_from(["upd", "no-such-command"]).unwrap_err();
     assert_eq!(e.exit_code(), i32::from(USAGE));
-    let e = crate::cli::Cli::try_parse_from(["upd", "pull", "not-a-version"]).unwrap_err();
+    let e = crate::cli::Cli::try_parse_from(["upd", "pull", "not a version"]).unwrap_err();
     assert_eq!(e.exit_code(), i32::from(USAGE));
 }
 
