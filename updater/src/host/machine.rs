@@ -59,7 +59,7 @@ pub struct Machine {
 pub struct Host {
     /// Identity for the compatibility rules.
     pub identity: HostIdentity,
-    /// OS version: `IMAGE_VERSION`, else `VERSION_ID`, as semver.
+    /// OS version: `IMAGE_VERSION`, else `VERSION_ID`, ordered as systemd orders versions.
     pub version: OsVersion,
     /// The raw os-release.
     pub os_release: OsRelease,

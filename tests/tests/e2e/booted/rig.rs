@@ -107,13 +107,8 @@ impl Rig {
         );
         write(&root.join("etc/upd/health.d/10-booted"), check.as_bytes());
         set_exec(&root.join("etc/upd/health.d/10-booted"));
-        // upd takes the running OS version from IMAGE_VERSION, else VERSION_ID, and wants a
-        // semantic version (Debian's "12" is not one yet: issue 10, defect 5). systemd-sysext
-        // ignores IMAGE_VERSION, so the merge rules see stock Debian.
-        let os_release = root.join("usr/lib/os-release");
-        let mut text = fs::read_to_string(&os_release).expect("os-release");
-        text.push_str(&format!("IMAGE_VERSION={}\n", os_version(self.c.suite())));
-        fs::write(&os_release, text).expect("write os-release");
+        // The tree's os-release stays stock Debian (VERSION_ID="12" or "13", no IMAGE_VERSION):
+        // upd takes VERSION_ID as the release version, as systemd orders versions.
         // systemd-journal-catalog-update.service (ConditionNeedsUpdate=/etc) runs again on the boot
         // after a merge changed /usr's mtime, concurrently with systemd-sysext.service, and under
         // 257 it was seen to fail there ("Failed to spawn executor: No such file or directory"),
@@ -310,9 +305,9 @@ impl Rig {
     }
 }
 
-/// The OS release upd sees for `suite` (its IMAGE_VERSION): `<VERSION_ID>.0.0`.
+/// The OS release upd sees for `suite`: stock Debian's `VERSION_ID` (`12`, `13`).
 pub(crate) fn os_version(suite: Suite) -> String {
-    format!("{}.0.0", suite.version_id)
+    suite.version_id.to_string()
 }
 
 /// The channel's identity of `suite`'s OS.
