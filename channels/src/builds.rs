@@ -146,6 +146,8 @@ mod tests {
             sysext_level: None,
             architecture: "x86-64".into(),
             scope: Some("system".into()),
+            id_like: Vec::new(),
+            systemd: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! sysext compatibility rules, as systemd-sysext applies them at merge time.
 //!
-//! The rules follow systemd 252's `extension_release_validate()` (src/shared/extension-release.c)
-//! step by step, plus the naming rule of the image dissection that precedes it: an image
+//! The rules follow `extension_release_validate()` step by step — systemd 252's
+//! (src/shared/extension-release.c), and where 257 differs, 257's (src/shared/extension-util.c)
+//! when the host's systemd is known to be 257 or later ([`Rules`]) — plus the naming rule of the image dissection that precedes it: an image
 //! `NAME.raw` (or a directory `NAME`) must carry `usr/lib/extension-release.d/extension-release.NAME`.
 //! As in systemd, a field set to the empty string counts as absent.
 
@@ -11,6 +12,33 @@ use crate::osrelease::{HostIdentity, OsRelease};
 
 /// The scopes an extension without `SYSEXT_SCOPE=` is good for (systemd 252 default).
 pub const DEFAULT_SCOPES: [&str; 2] = ["system", "portable"];
+
+/// Which systemd's merge rules apply, from the major version of the systemd that will merge.
+///
+/// The two differ in one step of `extension_release_validate()`: 257 also accepts an
+/// extension whose `ID` is one of the host's `ID_LIKE` words; 252 wants the host's `ID`. Both
+/// were read and tried in booted containers; the versions between them were not, so they get
+/// 252's rules, as does an unknown version: stricter never merges less than upd promised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// systemd 252 (Debian 12), and any systemd not known to be 257 or later.
+    Systemd252,
+    /// systemd 257 (Debian 13) and later.
+    Systemd257,
+}
+
+/// The first systemd whose rules upd applies as [`Rules::Systemd257`].
+pub const ID_LIKE_SINCE: u32 = 257;
+
+impl Rules {
+    /// The rules of systemd `version` (`None`: unknown).
+    pub fn of(version: Option<u32>) -> Rules {
+        match version {
+            Some(v) if v >= ID_LIKE_SINCE => Rules::Systemd257,
+            _ => Rules::Systemd252,
+        }
+    }
+}
 
 /// The rule that makes systemd-sysext skip an extension, with the values on both sides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,8 +225,9 @@ pub fn check(
     if id == "_any" {
         return Ok(());
     }
-    // 6. Otherwise the ID must be the host's.
-    if id != host.id {
+    // 6. Otherwise the ID must be the host's (or, under 257's rules, one of its ID_LIKE).
+    let like = Rules::of(host.systemd) == Rules::Systemd257 && host.id_like.iter().any(|l| l == id);
+    if id != host.id && !like {
         return Err(Incompatible::Id {
             image,
             extension: id.to_string(),

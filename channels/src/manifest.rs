@@ -159,6 +159,13 @@ pub struct OsIdentity {
     pub sysext_level: Option<String>,
     /// The systemd architecture name the OS is built for (`x86-64`, `arm64`, ...).
     pub architecture: String,
+    /// `ID_LIKE=` words (systemd 257 merges an extension whose `ID` is one of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_like: Vec<String>,
+    /// The major version of the systemd the OS image carries, whose merge rules apply to its
+    /// extensions; absent when unknown (the strictest rules apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<u32>,
 }
 
 /// The extension-release fields of an extension image.
@@ -439,6 +446,8 @@ impl OsIdentity {
             version_id: f("VERSION_ID"),
             sysext_level: f("SYSEXT_LEVEL"),
             architecture: architecture.to_string(),
+            id_like: crate::osrelease::id_like_of(r),
+            systemd: None,
         }
     }
 
@@ -450,6 +459,8 @@ impl OsIdentity {
             sysext_level: self.sysext_level.clone(),
             architecture: self.architecture.clone(),
             scope: Some("system".to_string()),
+            id_like: self.id_like.clone(),
+            systemd: self.systemd,
         }
     }
 }

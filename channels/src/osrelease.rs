@@ -243,6 +243,11 @@ pub struct HostIdentity {
     pub architecture: String,
     /// The scope the merge happens in: "system" for systemd-sysext; None skips the scope check.
     pub scope: Option<String>,
+    /// The host's `ID_LIKE=` words.
+    pub id_like: Vec<String>,
+    /// The major version of the systemd that will merge (see [`crate::compat::Rules`]);
+    /// `None` when unknown, which applies the strictest rules.
+    pub systemd: Option<u32>,
 }
 
 impl HostIdentity {
@@ -259,8 +264,17 @@ impl HostIdentity {
             sysext_level: os.get_nonempty("SYSEXT_LEVEL").map(str::to_string),
             architecture: architecture.to_string(),
             scope: Some("system".to_string()),
+            id_like: id_like_of(os),
+            systemd: None,
         })
     }
+}
+
+/// The words of `ID_LIKE=`, in order.
+pub fn id_like_of(os: &OsRelease) -> Vec<String> {
+    os.get_nonempty("ID_LIKE")
+        .map(|l| l.split_ascii_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// The systemd architecture name (as in `ARCHITECTURE=`) of the machine this binary runs on.

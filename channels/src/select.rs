@@ -133,6 +133,8 @@ mod tests {
                 version_id: Some(v.into()),
                 sysext_level: None,
                 architecture: "x86-64".into(),
+                id_like: Vec::new(),
+                systemd: None,
             },
             image: Target {
                 path: RelPath::new(&format!("os/{}.raw", v.replace('~', "_"))).unwrap(),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use upd_channels::osrelease::{OsRelease, ReleaseError};
 
-use tree::{with_tree, Kind, Tree};
+use tree::{with_dir, with_tree, Kind, Tree};
 
 /// The most bytes read from an os-release or extension-release file.
 pub const MAX_RELEASE_LEN: u64 = 64 * 1024;
@@ -330,3 +330,53 @@ pub fn read_os_release(image: &Path) -> Result<OsRelease, ImageError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Where a systemd install keeps `libsystemd-shared-<N>.so`, relative to `/usr` (an OS image's
+/// root): `lib/systemd` (Arch, Flatcar), `lib64/systemd` (Fedora), and Debian's multiarch
+/// `lib/<triplet>/systemd`, found by listing `lib/`.
+fn systemd_dirs(tree: &dyn Tree, usr: &str) -> Result<Vec<String>, ImageError> {
+    let mut dirs = vec![format!("{usr}lib/systemd"), format!("{usr}lib64/systemd")];
+    if let Some((lib, Kind::Dir)) = resolve(tree, &format!("{usr}lib"))? {
+        for entry in tree.list(&lib)? {
+            if entry.contains('-') && !entry.contains(['*', '?', '[', ']', '\\']) {
+                dirs.push(format!("{usr}lib/{entry}/systemd"));
+            }
+        }
+    }
+    Ok(dirs)
+}
+
+/// The systemd major version a `libsystemd-shared-<N>[.…].so` file name carries.
+pub fn systemd_of_library(file_name: &str) -> Option<u32> {
+    let rest = file_name.strip_prefix("libsystemd-shared-")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let after = &rest[digits.len()..];
+    if !(after.starts_with(".so") || after.starts_with('.') || after.starts_with('-')) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn systemd_in(tree: &dyn Tree, usr: &str) -> Result<Option<u32>, ImageError> {
+    let mut found = None;
+    for dir in systemd_dirs(tree, usr)? {
+        if let Some((d, Kind::Dir)) = resolve(tree, &dir)? {
+            let names = tree.list(&d)?;
+            found = found.max(names.iter().filter_map(|n| systemd_of_library(n)).max());
+        }
+    }
+    Ok(found)
+}
+
+/// The version of the systemd an OS (USR partition) image carries, from the name of its
+/// `libsystemd-shared-<N>.so`; `None` when it carries none that upd recognises. upd applies
+/// the merge rules of that systemd to the extensions staged for it.
+pub fn systemd_version(image: &Path) -> Result<Option<u32>, ImageError> {
+    with_tree(image, |tree| systemd_in(tree, ""))
+}
+
+/// The version of the systemd installed under `root` (the running system's `/`), as
+/// [`systemd_version`] finds it in an image.
+pub fn systemd_version_under(root: &Path) -> Result<Option<u32>, ImageError> {
+    with_dir(root, |tree| systemd_in(tree, "usr/"))
+}

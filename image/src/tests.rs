@@ -322,3 +322,32 @@ fn inner_paths_are_plain_relative_paths() {
         ["usr", "lib", "os-release"]
     );
 }
+
+#[test]
+fn systemd_version_from_the_shared_library_name() {
+    assert_eq!(
+        crate::systemd_of_library("libsystemd-shared-252.so"),
+        Some(252)
+    );
+    assert_eq!(
+        crate::systemd_of_library("libsystemd-shared-257.so"),
+        Some(257)
+    );
+    assert_eq!(
+        crate::systemd_of_library("libsystemd-shared-256.11-1.fc41.so"),
+        Some(256)
+    );
+    assert_eq!(crate::systemd_of_library("libsystemd-shared-.so"), None);
+    assert_eq!(crate::systemd_of_library("libsystemd-shared-25x.so"), None);
+    assert_eq!(crate::systemd_of_library("libsystemd-core-257.so"), None);
+}
+
+#[test]
+fn systemd_version_under_a_root_reads_debians_multiarch_path() {
+    let d = tempfile::tempdir().unwrap();
+    assert_eq!(crate::systemd_version_under(d.path()).unwrap(), None);
+    let dir = d.path().join("usr/lib/x86_64-linux-gnu/systemd");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("libsystemd-shared-257.so"), b"").unwrap();
+    assert_eq!(crate::systemd_version_under(d.path()).unwrap(), Some(257));
+}

@@ -214,6 +214,17 @@ impl Tree for Squashfs {
     }
 }
 
+/// Runs `f` on a directory tree of the running system (`root`), as if it were an image.
+pub(super) fn with_dir<R>(
+    root: &Path,
+    f: impl FnOnce(&dyn Tree) -> Result<R, ImageError>,
+) -> Result<R, ImageError> {
+    f(&Dir {
+        image: root.to_path_buf(),
+        root: root.to_path_buf(),
+    })
+}
+
 /// A directory holding the image's tree (a mount point or an extraction).
 struct Dir {
     image: PathBuf,

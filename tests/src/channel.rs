@@ -90,6 +90,8 @@ impl Channel {
             version_id: Some(os.version_id.clone()),
             sysext_level: os.sysext_level.clone(),
             architecture: native_architecture().to_string(),
+            id_like: Vec::new(),
+            systemd: None,
         };
         let release = Release::new(
             OsVersion::parse(version).expect("OS version"),

@@ -10,6 +10,8 @@ fn host(id: &str, version: Option<&str>, level: Option<&str>) -> HostIdentity {
         sysext_level: level.map(str::to_string),
         architecture: "x86-64".to_string(),
         scope: Some("system".to_string()),
+        id_like: Vec::new(),
+        systemd: None,
     }
 }
 
@@ -296,4 +298,39 @@ fn messages_name_both_values() {
         err.to_string(),
         "extension 'docker' is built for architecture arm64, the host is x86-64"
     );
+}
+
+/// The one step where 252 and 257 differ: 257 merges an extension whose ID is one of the
+/// host's ID_LIKE words; 252, an unknown systemd and the versions between them do not.
+#[test]
+fn id_like_matches_only_under_257_rules() {
+    let ext = rel("ID=debian\nVERSION_ID=12\n");
+    let mut h = host("mydistro", Some("12"), None);
+    h.id_like = vec!["ubuntu".into(), "debian".into()];
+    for (systemd, merges) in [
+        (None, false),
+        (Some(252), false),
+        (Some(256), false),
+        (Some(257), true),
+        (Some(258), true),
+    ] {
+        h.systemd = systemd;
+        let got = check("x.raw", "x", &ext, &h);
+        assert_eq!(got.is_ok(), merges, "systemd {systemd:?}: {got:?}");
+        if !merges {
+            assert!(matches!(got, Err(Incompatible::Id { .. })), "{got:?}");
+        }
+    }
+    // Under 257's rules the version rules still apply after an ID_LIKE match.
+    h.systemd = Some(257);
+    let other = rel("ID=debian\nVERSION_ID=13\n");
+    assert!(matches!(
+        check("x.raw", "x", &other, &h),
+        Err(Incompatible::VersionId { .. })
+    ));
+    // And a host without ID_LIKE is matched by its ID alone, whatever its systemd.
+    h.id_like.clear();
+    assert!(check("x.raw", "x", &ext, &h).is_err());
+    assert_eq!(Rules::of(Some(257)), Rules::Systemd257);
+    assert_eq!(Rules::of(None), Rules::Systemd252);
 }

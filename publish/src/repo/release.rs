@@ -10,7 +10,7 @@ use upd_channels::manifest::{
 use upd_channels::name::Name;
 use upd_channels::osrelease::OsRelease;
 use upd_channels::version::OsVersion;
-use upd_image::{read_extension_release, read_os_release};
+use upd_image::{read_extension_release, read_os_release, systemd_version};
 
 use super::{ext_image_path, hash_image, os_image_path, Repo, RepoError, Result};
 
@@ -60,7 +60,8 @@ pub fn inspect_os(
     architecture: &str,
 ) -> Result<(OsVersion, OsIdentity)> {
     let os = read_os_release(image)?;
-    let identity = OsIdentity::from_release(&os, architecture);
+    let mut identity = OsIdentity::from_release(&os, architecture);
+    identity.systemd = systemd_version(image)?;
     if Name::new(&identity.id).is_err() {
         let reason = format!("'{}' is missing or not a safe name", identity.id);
         return Err(field_err(image, "ID", reason));

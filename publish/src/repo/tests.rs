@@ -24,6 +24,8 @@ pub(super) fn release(version: &str, os_byte: u8, exts: &[(&str, &str)]) -> Rele
             version_id: Some(version.into()),
             sysext_level: None,
             architecture: "x86-64".into(),
+            id_like: Vec::new(),
+            systemd: None,
         },
         image: target(&format!("images/os/testos-{v}.raw"), os_byte),
     };

@@ -209,7 +209,14 @@ impl Machine {
         for p in ["etc/os-release", "usr/lib/os-release"] {
             let path = self.root.dir().join(p);
             match fs::read_to_string(&path) {
-                Ok(text) => return host_from(&path, &text),
+                Ok(text) => {
+                    let mut host = host_from(&path, &text)?;
+                    // The systemd that merges here is the root's own; unreadable counts as
+                    // unknown, which applies the strictest merge rules.
+                    host.identity.systemd =
+                        upd_image::systemd_version_under(self.root.dir()).unwrap_or(None);
+                    return Ok(host);
+                }
                 Err(e) => last = Some((path, e)),
             }
         }

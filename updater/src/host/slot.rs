@@ -305,6 +305,15 @@ impl Slots {
             source,
         })
     }
+
+    /// The major version of the systemd the OS in `slot` carries (None: none recognised).
+    pub fn systemd_version(&self, slot: &SlotInfo) -> Result<Option<u32>, SlotError> {
+        let dev = LoopDevice::attach(&self.disk, slot.offset, slot.size)?;
+        image::systemd_version(&dev.path).map_err(|source| SlotError::Image {
+            label: slot.label.clone(),
+            source,
+        })
+    }
 }
 
 /// A read-only loop device over a byte range, detached on drop.

@@ -209,7 +209,10 @@ fn check_staged(
         path: slots.disk.join(format!("[slot {}]", slot.label)),
         why,
     };
-    let inside = OsIdentity::from_release(&osr, native_architecture());
+    let systemd = slots.systemd_version(slot)?;
+    let mut inside = OsIdentity::from_release(&osr, native_architecture());
+    // A manifest from before upd-channel declared the systemd version says nothing about it.
+    inside.systemd = systemd.filter(|_| release.os.identity.systemd.is_some());
     if inside != release.os.identity {
         return Err(bad(format!(
             "its os-release says {}, the signed manifest says {}",
@@ -224,8 +227,9 @@ fn check_staged(
             release.version
         )));
     }
-    let upcoming = HostIdentity::from_os_release(&osr, native_architecture())
+    let mut upcoming = HostIdentity::from_os_release(&osr, native_architecture())
         .map_err(|e| bad(e.to_string()))?;
+    upcoming.systemd = systemd;
     check_images(m, plan, &upcoming)
 }
 
