@@ -12,3 +12,4 @@ mod rebootlock; // coordinated reboots: etcd-lock against a real etcd (airlock l
 mod rollout_publish; // upd-channel as a release engineer uses it: promote alpha→beta→stable, waves and share, pause, withdraw with redirect, barrier, refusals
 mod sysext; // real systemd-sysext 252 on sandbox machines: merge, silent skips, verify_merged, reboot, isolation
 mod units; // systemd units: systemd-analyze verify, ordering before systemd-sysext, timer
+mod zerogap; // the zero-gap switch: 0 probes missing over 20 switches, systemd-sysext list/refresh/unmerge and upd boot after a swap, failed assembly keeps the old overlay, open files survive, fallback without mount-beneath
