@@ -11,3 +11,4 @@ mod pull;
 mod rig;
 mod switchback;
 mod typo;
+mod zerogap;

@@ -5,10 +5,11 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use upd::host::swap::is_ours;
+use upd::host::swap::{count_sysext_overlays, is_ours};
 use upd_tests::bins;
 use upd_tests::probe::{open_in, Prober};
 use upd_tests::sandbox::require_root;
@@ -288,4 +289,44 @@ fn without_mount_beneath_the_switch_falls_back_to_a_refresh_with_one_warning() {
         assert_eq!(merged_version(&rig), want, "{args}");
         assert_eq!(rig.m.run_program("hello").trim(), format!("hello {want}"));
     }
+}
+
+/// How many sysext overlays are stacked at ROOT/usr in the machine's namespace.
+fn stacked(rig: &Rig) -> usize {
+    let info = fs::read_to_string(format!("/proc/{}/mountinfo", rig.m.pid())).unwrap();
+    count_sysext_overlays(&info, &rig.m.root().join("usr"))
+}
+
+#[test]
+fn a_swap_killed_between_move_and_detach_is_peeled_and_finished_without_a_gap() {
+    // A machine on 1.0.0 pulls 1.1.0 and is killed right after the new overlay went beneath the old
+    // one: two sysext overlays are stacked on ROOT/usr (the old one on top, still served). The next
+    // `upd pull`, under a prober, takes the stack apart from the top and finishes the switch: one
+    // overlay, the new set, no probe missing, and only the new images hold loop devices.
+    if !require_root() {
+        return;
+    }
+    let rig = rig_offering_v2();
+    let out = rig.upd(&["pull"], &[("UPD_FAILPOINT", "switch-beneath")]);
+    assert_eq!(out.status.signal(), Some(9), "{}", text_of(&out));
+    assert_eq!(stacked(&rig), 2);
+    assert_eq!(
+        merged_version(&rig),
+        "1.0.0",
+        "the old overlay is still on top"
+    );
+
+    let prober = Prober::start(rig.m.pid(), &rig.m.root().join("usr/bin/hello"));
+    let out = rig.upd_ok(&["pull"], 0);
+    let counts = prober.stop();
+    assert!(out.contains("taking off a sysext overlay"), "{out}");
+    assert_eq!(counts.missing, 0, "{counts:?}");
+    assert_eq!(stacked(&rig), 1);
+    assert_eq!(merged_version(&rig), "1.1.0");
+    assert_eq!(
+        settle_loop_devices(&rig, 2),
+        2,
+        "{:?}",
+        rig.m.loop_devices()
+    );
 }

@@ -110,6 +110,7 @@ fn switch_live(m: &Machine, expected: Option<&Expected>) -> Result<(), Failed> {
     let root = m.root.dir();
     let check = || expected.map_or(Ok(()), |e| check_merged(root, e));
     failpoint::hit("switch-before-refresh");
+    tracing::info!("live switch started: assembling the new overlay in a private mount namespace");
     let assembled = match swap::assemble(&m.sysext(), check) {
         Ok(a) => a,
         Err(SwapError::Unsupported { call, errno }) => {
@@ -126,6 +127,7 @@ fn switch_live(m: &Machine, expected: Option<&Expected>) -> Result<(), Failed> {
         Err(cause) => return Err(Failed::new(cause, true)),
     }
     failpoint::hit("switch-swapped");
+    tracing::info!("live switch done: the new overlay is in place, the old one detached");
     check().map_err(|e| Failed::new(SwapError::Live(e), true))
 }
 
