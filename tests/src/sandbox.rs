@@ -13,7 +13,8 @@
 //! `/etc/extensions/NAME.raw` into its store. [`Machine::sysext_bin`] runs `scripts/sysext-root-wrapper` in
 //! the machine, which, for the duration of one call, shadows each search directory with bind mounts of the
 //! link targets (resolved against ROOT, as the kernel would on the real machine), so the real binary merges
-//! exactly what a booted machine would.
+//! exactly what a booted machine would. Called from inside the machine (upd, or a private namespace upd
+//! made there) the wrapper runs in place rather than entering the machine's namespace again.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -334,11 +335,18 @@ impl Machine {
         fs::create_dir_all(&bin).expect("create machine bin dir");
         let inner = bin.join("sysext-root-wrapper");
         write_exec(&inner, ROOT_WRAPPER);
+        // Called from the test's own namespace, it enters the machine's; called from inside the
+        // machine (upd, or the private namespace where upd assembles a new overlay) it runs in place.
+        let test_ns = fs::read_link("/proc/self/ns/mnt").expect("read /proc/self/ns/mnt");
         let outer = format!(
-            "#!/bin/sh\n# systemd-sysext inside sandbox machine {}\nexec nsenter -t {} -m -- /bin/sh '{}' \"$@\"\n",
-            self.root().display(),
-            self.pid(),
-            inner.display()
+            "#!/bin/sh\n# systemd-sysext inside sandbox machine {root}\n\
+             if [ \"$(readlink /proc/self/ns/mnt)\" = '{ns}' ]; then\n\
+             exec nsenter -t {pid} -m -- /bin/sh '{inner}' \"$@\"\nfi\n\
+             exec /bin/sh '{inner}' \"$@\"\n",
+            root = self.root().display(),
+            ns = test_ns.display(),
+            pid = self.pid(),
+            inner = inner.display()
         );
         let tmp = bin.join(".systemd-sysext.tmp");
         write_exec(&tmp, &outer);

@@ -12,3 +12,4 @@ mod pull;
 mod rig;
 mod switchback;
 mod typo;
+mod zerogap;

@@ -1,5 +1,5 @@
 //! upd end-to-end suites, compiled into one test binary; one line per module says what it covers.
-mod booted; // booted Debian containers (systemd 252 and 257, systemd-nspawn): units in order, upd.service on the real root, switch back, ID_LIKE per systemd version, config typo, analyze verify/security
+mod booted; // booted Debian containers (systemd 252 and 257, systemd-nspawn): units in order, upd.service on the real root, switch back, ID_LIKE per systemd version, config typo, analyze verify/security, zero-gap switch under a prober
 mod disk; // the A/B disk rig itself on real loop devices: GPT slots (sgdisk and raw bytes), gptprio boots and fallback, release
 mod failpoints; // upd's failpoints grouped by prefix for the kill suites; every point is in a group some suite kills at
 mod fetch; // the upd fetcher over real HTTP with injected faults: hash, size limit, resume, stall, retries, ETag
@@ -12,4 +12,5 @@ mod rebootlock; // coordinated reboots: etcd-lock against a real etcd (airlock l
 mod rollout_publish; // upd-channel as a release engineer uses it: promote alpha→beta→stable, waves and share, pause, withdraw with redirect, barrier, refusals
 mod sysext; // real systemd-sysext 252 on sandbox machines: merge, silent skips, verify_merged, reboot, isolation
 mod units; // systemd units: systemd-analyze verify, ordering before systemd-sysext, timer
-mod versions; // OS versions ordered as the real systemd-analyze compare-versions orders them (46 pairs); a Debian VERSION_ID=12 machine checked and pulled
+mod versions; // OS versions ordered as the real systemd-analyze compare-versions of 252 and 257 orders them (334 pairs); a Debian VERSION_ID=12 machine checked and pulled
+mod zerogap; // the zero-gap switch: 0 probes missing over 20 switches, systemd-sysext list/refresh/unmerge and upd boot after a swap, failed assembly keeps the old overlay, open files survive, fallback without mount-beneath

@@ -3,13 +3,17 @@
 /// Every failpoint name upd passes to [`hit`], each group in the order a run meets them; the kill
 /// tests iterate over it, by prefix, so a point added here is killed at without a new test.
 pub const ALL: &[&str] = &[
-    // ops/switch.rs: the switch of a pull, then the switch back after a wrong merge.
+    // ops/switch.rs and host/swap.rs: the switch of a pull (refreshed: in the private namespace, or
+    // live in the fallback; beneath: the new overlay under the old one, not yet detached), then the
+    // switch back after a wrong merge.
     "switch-journaled",
     "switch-link",
     "switch-linked",
     "switch-before-refresh",
     "switch-refreshed",
     "switch-checked",
+    "switch-beneath",
+    "switch-swapped",
     "switch-committed",
     "undo-link",
     // ops/stage.rs: an OS image staged into the other slot.

@@ -278,7 +278,7 @@ pub fn mount_fstype(mountinfo: &str, mount_point: &Path) -> Option<String> {
 }
 
 /// Undo mountinfo's octal escapes (`\040` for a space and so on).
-fn unescape_octal(field: &str) -> String {
+pub(crate) fn unescape_octal(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -8,6 +8,7 @@ use upd_channels::version::OsVersion;
 
 use super::*;
 use crate::host::lock::LockError;
+use crate::host::swap::SwapError;
 use crate::host::sysext::SysextError;
 use crate::remote::trust::TrustError;
 use upd_durable::PathError;
@@ -97,10 +98,10 @@ fn each_documented_failure_has_its_code() {
         ),
         (
             Error::Switch(SwitchError::RolledBack {
-                cause: SysextError::Spawn {
+                cause: Box::new(SwapError::Assemble(SysextError::Spawn {
                     bin: "/usr/bin/systemd-sysext".into(),
                     source: std::io::Error::other("gone"),
-                },
+                })),
             }),
             ROLLED_BACK,
         ),
