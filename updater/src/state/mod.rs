@@ -75,6 +75,10 @@ pub struct State {
     pub journal: Option<SwitchJournal>,
     /// OS releases whose boot failed; not retried until a newer one appears.
     pub failed_releases: BTreeSet<String>,
+    /// OS releases an operator rolled back from (`upd rollback`): not staged again on this
+    /// machine's own choice until a newer release appears; `upd pull VERSION` takes one again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub held_releases: BTreeSet<String>,
     /// Recent events, oldest first, at most [`HISTORY_LIMIT`].
     pub history: Vec<HistoryEntry>,
     /// The highest generation id ever handed out, so that ids never repeat.
@@ -187,6 +191,7 @@ impl Default for State {
             previous: None,
             journal: None,
             failed_releases: BTreeSet::new(),
+            held_releases: BTreeSet::new(),
             history: Vec::new(),
             last_generation_id: 0,
             retired: Vec::new(),
