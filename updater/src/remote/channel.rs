@@ -56,6 +56,8 @@ pub struct Fetched {
     etag: Option<String>,
     /// Roots accepted by rotation on the way.
     rotated: Rotated,
+    /// The channel keys of the root it was verified under ([`trust::channel_keys`]).
+    keys: String,
 }
 
 /// The base URL of the channel repository.
@@ -91,9 +93,10 @@ pub async fn fetch_verified(
             (b, etag, true)
         }
     };
+    let keys = trust::channel_keys(&root);
     let expect = Expect {
         channel,
-        highest_serial: state.highest_serial.get(channel.as_str()).copied(),
+        highest_serial: highest_serial(state, channel, &keys),
         now,
     };
     let manifest =
@@ -102,13 +105,44 @@ pub async fn fetch_verified(
             source,
         })?;
     tracing::debug!(channel = %channel, serial = manifest.serial, not_modified, "manifest verified");
+    warn_if_issued_ahead(&manifest, now);
     Ok(Fetched {
         manifest,
         not_modified,
         bytes,
         etag: new_etag,
         rotated,
+        keys,
     })
+}
+
+/// How far ahead of the machine's clock a manifest's issue time may be before upd says so.
+const ISSUED_AHEAD_TOLERANCE_SECS: i64 = 300;
+
+/// A manifest issued in the machine's future means the clock is behind (or the publisher's
+/// ahead): it is still accepted (its signature, serial and expiry hold), with a warning, since
+/// a clock that is behind also delays the expiry check (a frozen channel is noticed late).
+fn warn_if_issued_ahead(manifest: &Manifest, now: DateTime<Utc>) {
+    if manifest.issued > now + chrono::Duration::seconds(ISSUED_AHEAD_TOLERANCE_SECS) {
+        tracing::warn!(
+            issued = %manifest.issued,
+            now = %now,
+            "the manifest was issued in this machine's future: its clock is probably behind (expiry is checked against it)"
+        );
+    }
+}
+
+/// The highest serial seen for `channel`, if it was seen under the channel keys `keys`. After
+/// the root rotates the channel keys, serials start afresh (TUF 5.3.11, fast-forward recovery):
+/// a serial pushed to the maximum by a compromised old key no longer pins the machine, and
+/// the old key's manifests are refused by their signature instead.
+fn highest_serial(state: &State, channel: &Name, keys: &str) -> Option<u64> {
+    let same_keys = state.serial_keys.as_deref().is_none_or(|k| k == keys);
+    state
+        .highest_serial
+        .get(channel.as_str())
+        .copied()
+        .filter(|_| same_keys)
 }
 
 /// Remember a verified check: cache the rotated roots and the manifest bytes, and record the
@@ -117,6 +151,13 @@ pub async fn fetch_verified(
 pub fn commit(m: &Machine, state: &mut State, fetched: &Fetched) -> Result<(), ChannelError> {
     let state_dir = m.state_dir();
     trust::store_rotated(&state_dir, &fetched.rotated)?;
+    if state.serial_keys.as_deref() != Some(fetched.keys.as_str()) {
+        if state.serial_keys.is_some() {
+            tracing::warn!("the root rotated the channel keys: manifest serials start afresh");
+            state.highest_serial.clear();
+        }
+        state.serial_keys = Some(fetched.keys.clone());
+    }
     state
         .record_serial(m.settings.channel.as_str(), fetched.manifest.serial)
         .expect("verify_manifest checked the serial");

@@ -63,6 +63,10 @@ pub struct State {
     pub schema: u32,
     /// Highest manifest serial accepted, per channel (rollback protection).
     pub highest_serial: BTreeMap<String, u64>,
+    /// The channel keys (sorted key ids) the serials in `highest_serial` were signed under;
+    /// when a root rotates them, serials start afresh (TUF fast-forward recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_keys: Option<String>,
     /// ETag of the last manifest fetched, for conditional GET.
     pub manifest_etag: Option<String>,
     /// The generation running now.
@@ -185,6 +189,7 @@ impl Default for State {
         State {
             schema: SCHEMA,
             highest_serial: BTreeMap::new(),
+            serial_keys: None,
             manifest_etag: None,
             active: None,
             pending: None,
