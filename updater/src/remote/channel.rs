@@ -60,25 +60,53 @@ pub struct Fetched {
     keys: String,
 }
 
-/// The base URL of the channel repository.
-pub fn server(m: &Machine) -> Result<String, ChannelError> {
-    let s = m.settings.server.as_ref().ok_or(ChannelError::NoServer)?;
-    Ok(s.as_str().trim_end_matches('/').to_string())
+/// The base URLs of the channel repository: `SERVER`'s first URL, then its mirrors, in order.
+pub fn servers(m: &Machine) -> Result<Vec<String>, ChannelError> {
+    let first = m.settings.server.as_ref().ok_or(ChannelError::NoServer)?;
+    let all = std::iter::once(first).chain(&m.settings.mirrors);
+    Ok(all
+        .map(|s| s.as_str().trim_end_matches('/').to_string())
+        .collect())
 }
 
 /// Check the channel: follow root rotations, conditional GET of the manifest, and verify it
 /// against the trusted root and the highest serial `state` has seen. Reads only; [`commit`]
 /// records what a command that acts on it must remember.
+///
+/// Mirrors are tried in order: one that cannot be reached, answers an error or serves a
+/// document that is refused (stale, tampered, replayed) is passed over for the next, so a bad
+/// mirror never blocks a good one. All failing, the first mirror's error is the verdict.
 pub async fn fetch_verified(
     m: &Machine,
     state: &State,
     fetcher: &Fetcher,
     now: DateTime<Utc>,
 ) -> Result<Fetched, ChannelError> {
-    let server = server(m)?;
+    let mut first = None;
+    for server in servers(m)? {
+        match fetch_verified_from(m, state, fetcher, &server, now).await {
+            Ok(f) => return Ok(f),
+            Err(e @ (ChannelError::Io(_) | ChannelError::NoServer)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(mirror = %server, error = %e, "passed over a mirror");
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.expect("at least one server"))
+}
+
+/// [`fetch_verified`] from one mirror.
+async fn fetch_verified_from(
+    m: &Machine,
+    state: &State,
+    fetcher: &Fetcher,
+    server: &str,
+    now: DateTime<Utc>,
+) -> Result<Fetched, ChannelError> {
     let state_dir = m.state_dir();
     let root = trust::load(&m.settings.keys_dir(&m.root), &state_dir, now)?;
-    let (root, rotated) = trust::update(root, fetcher, &server, now).await?;
+    let (root, rotated) = trust::update(root, fetcher, server, now).await?;
     let channel: &Name = &m.settings.channel;
     let url = format!("{server}/channels/{channel}/manifest.json");
     let cache = state_dir.join("manifest.json");

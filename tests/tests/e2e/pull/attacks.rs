@@ -8,6 +8,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use chrono::{Duration, Utc};
+use upd_tests::faultserver::{Fault, FaultServer};
 use upd_tests::sandbox::require_root;
 use upd_tests::tree::{self, Entry};
 
@@ -251,4 +252,87 @@ fn regex_free_field(json: &str, key: &str) -> String {
     let rest = &json[at + key.len()..];
     let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap();
     format!("{key}{}", &rest[..end])
+}
+
+/// Serve every file of the channel on `mirror`, the image at `bad` with `fault`.
+fn mirror_copy(rig: &Rig, mirror: &FaultServer, bad: &str, fault: Fault) {
+    for (url, file) in rig.ch.files() {
+        let f = if url == bad { fault } else { Fault::Normal };
+        mirror.put_file(&url, file, f).unwrap();
+    }
+}
+
+#[test]
+fn a_bad_mirror_is_passed_over_for_the_next_and_never_blocks_a_good_one() {
+    // SERVER lists a bad mirror first, then the good server. The bad one 404s everything, then
+    // serves a corrupt image, then stalls on it, then serves a replayed older manifest: each
+    // time the pull takes the next mirror and succeeds. With every mirror bad, the pull fails
+    // (exit 7) and the machine is byte-identical.
+    if !require_root() {
+        return;
+    }
+    let mut rig = rig_at_v1();
+    let (_rt, bad) = FaultServer::start_with_runtime();
+    let servers = format!("SERVER=http://{} http://{}", bad.addr(), rig.server.addr());
+    rig.install(&[&servers, "RETRIES=0"]);
+    let v1 = fs::read(rig.ch.repo().join(rig.ch.manifest_rel())).unwrap();
+
+    rig.ch.add_extension(OS_VERSION, &ext("hello", "1.1.0"));
+    rig.publish();
+    let text = rig.upd_ok(&["pull"], 0);
+    assert!(text.contains("passed over a mirror"), "{text}");
+    assert_eq!(rig.m.run_program("hello").trim(), "hello 1.1.0");
+
+    let steps = [
+        ("1.2.0", Fault::CorruptByte(100)),
+        ("1.3.0", Fault::StallAfter { at: 0, times: None }),
+    ];
+    for (v, fault) in steps {
+        rig.ch.add_extension(OS_VERSION, &ext("hello", v));
+        rig.publish();
+        let (url, _) = rig.image_url("hello", v);
+        mirror_copy(&rig, &bad, &url, fault);
+        let text = rig.upd_ok(&["pull"], 0);
+        assert!(text.contains("passed over a mirror"), "{text}");
+        assert!(
+            bad.stats(&url).requests > 0,
+            "the bad mirror was asked first"
+        );
+        assert_eq!(rig.m.run_program("hello").trim(), format!("hello {v}"));
+    }
+
+    rig.ch.add_extension(OS_VERSION, &ext("hello", "1.4.0"));
+    rig.publish();
+    mirror_copy(&rig, &bad, "", Fault::Normal);
+    bad.put_bytes(&format!("/{}", rig.ch.manifest_rel()), v1, Fault::Normal);
+    let text = rig.upd_ok(&["pull"], 0);
+    assert!(text.contains("refusing a rollback"), "{text}");
+    assert_eq!(rig.m.run_program("hello").trim(), "hello 1.4.0");
+
+    // Every mirror bad: the pull fails, the links, the active generation and the merged set
+    // stay as they were and no 1.5.0 file is left (the channel check itself was good, so its
+    // serial and manifest are remembered).
+    rig.ch.add_extension(OS_VERSION, &ext("hello", "1.5.0"));
+    rig.publish();
+    let (url, _) = rig.image_url("hello", "1.5.0");
+    mirror_copy(&rig, &bad, &url, Fault::CorruptByte(100));
+    rig.server.set_fault(&url, Fault::CorruptByte(200));
+    let before = rig.snapshot();
+    let out = rig.upd(&["pull"], &[]);
+    let text = text_of(&out);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    let verdict = text.lines().last().unwrap_or_default();
+    assert!(verdict.contains("SHA-256 mismatch"), "{text}");
+    assert!(
+        verdict.contains(&bad.addr().to_string()),
+        "the first mirror's error: {text}"
+    );
+    assert_eq!(rig.snapshot(), before, "{text}");
+    let store = rig.m.root().join("var/lib/upd/images/hello");
+    let names: Vec<String> = fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("1.5.0")), "{names:?}");
 }
