@@ -83,10 +83,12 @@ pub async fn fetch_verified(
     now: DateTime<Utc>,
 ) -> Result<Fetched, ChannelError> {
     let mut first = None;
-    for server in servers(m)? {
-        match fetch_verified_from(m, state, fetcher, &server, now).await {
+    let servers = servers(m)?;
+    for server in &servers {
+        match fetch_verified_from(m, state, fetcher, server, now).await {
             Ok(f) => return Ok(f),
             Err(e @ (ChannelError::Io(_) | ChannelError::NoServer)) => return Err(e),
+            Err(e) if servers.len() == 1 => return Err(e),
             Err(e) => {
                 tracing::warn!(mirror = %server, error = %e, "passed over a mirror");
                 first.get_or_insert(e);
