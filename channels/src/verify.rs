@@ -17,7 +17,7 @@ pub enum ManifestError {
     #[error(transparent)]
     Schema(#[from] SchemaError),
     /// The manifest's own expiry passed (freeze attack, or a publisher that stopped signing).
-    #[error("manifest for channel '{channel}' expired at {expires} (now {now}); refusing a frozen channel")]
+    #[error("manifest for channel '{channel}' expired at {expires} (now {now}); refusing a frozen channel (if this machine's clock is wrong, set it: expiry is never bypassed)")]
     Expired {
         /// Channel name.
         channel: Name,

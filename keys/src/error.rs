@@ -155,7 +155,7 @@ pub enum KeyError {
         next: u64,
     },
     /// The trusted root has expired (freeze attack or a publisher who forgot to re-sign).
-    #[error("root version {version} expired at {expires} (now {now})")]
+    #[error("root version {version} expired at {expires} (now {now}); if this machine's clock is wrong, set it: expiry is never bypassed")]
     RootExpired {
         /// Root version.
         version: u64,

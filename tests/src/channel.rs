@@ -24,6 +24,8 @@ use crate::images::{build_os_usr, build_sysext, sha256_file, OsSpec, SysextSpec}
 pub struct Channel {
     dir: tempfile::TempDir,
     root_key: SigningKey,
+    /// The root key of the version before `root_version` (to re-issue root `root_version`).
+    prev_root_key: Option<SigningKey>,
     root_version: u64,
     channel_key: SigningKey,
     root_bytes: Vec<u8>,
@@ -56,6 +58,7 @@ impl Channel {
         let ch = Channel {
             dir,
             root_key,
+            prev_root_key: None,
             root_version: 1,
             channel_key,
             root_bytes,
@@ -140,25 +143,45 @@ impl Channel {
     /// Rotate the root: fresh root and channel keys in root version N+1, signed by the old and the new root
     /// key, written as `roots/<N+1>.root.json`; later manifests are signed by the new channel key only.
     pub fn rotate_root(&mut self) {
+        self.rotate_root_expiring(Utc::now() + Duration::days(365));
+    }
+
+    /// [`Channel::rotate_root`] with the new root expiring at `expires` (an expired root, say).
+    pub fn rotate_root_expiring(&mut self, expires: DateTime<Utc>) {
         let (root_key, _) = SigningKey::generate().expect("root key");
+        let old = std::mem::replace(&mut self.root_key, root_key);
+        self.prev_root_key = Some(old);
+        self.root_version += 1;
+        self.issue_root(expires);
+    }
+
+    /// Replace root version N (the newest) by a fresh document of the same version with fresh
+    /// channel keys, expiring at `expires`, signed by root N-1's key and N's; later manifests are
+    /// signed by the new channel key.
+    pub fn reissue_root(&mut self, expires: DateTime<Utc>) {
+        self.issue_root(expires);
+    }
+
+    /// Write root `root_version` with a fresh channel key, signed by the previous and the current
+    /// root keys.
+    fn issue_root(&mut self, expires: DateTime<Utc>) {
         let (channel_key, _) = SigningKey::generate().expect("channel key");
-        let version = self.root_version + 1;
+        let version = self.root_version;
         let doc = RootDocument::new(
             version,
-            Utc::now() + Duration::days(365),
-            &[root_key.public()],
+            expires,
+            &[self.root_key.public()],
             1,
             &[channel_key.public()],
             1,
         )
         .expect("valid root document");
-        let bytes = sign_root(&doc, &[&self.root_key, &root_key])
+        let prev = self.prev_root_key.as_ref().expect("a root before this one");
+        let bytes = sign_root(&doc, &[prev, &self.root_key])
             .expect("sign root")
             .to_json_bytes();
         self.write(&format!("roots/{version}.root.json"), &bytes);
-        self.root_key = root_key;
         self.channel_key = channel_key;
-        self.root_version = version;
     }
 
     /// Bump the serial, sign with the channel key, write `channels/<ch>/manifest.json`; returns the envelope.

@@ -39,6 +39,7 @@ struct Status {
     slot_error: Option<String>,
     reboot_needed: Option<String>,
     failed_releases: Vec<String>,
+    held_releases: Vec<String>,
     last_check: Option<LastSelection>,
     last_reboot_decision: Option<Decision>,
 }
@@ -92,6 +93,7 @@ fn gather(m: &Machine, state: &State) -> Status {
         slot_error,
         reboot_needed,
         failed_releases: state.failed_releases.iter().cloned().collect(),
+        held_releases: state.held_releases.iter().cloned().collect(),
         last_check: last_selection(m),
         last_reboot_decision: last_decision(m),
     }
@@ -185,6 +187,12 @@ fn print_head(st: &Status) {
         println!(
             "failed releases (not retried): {}",
             st.failed_releases.join(", ")
+        );
+    }
+    if !st.held_releases.is_empty() {
+        println!(
+            "held back after a rollback (until a newer release, or `upd pull VERSION`): {}",
+            st.held_releases.join(", ")
         );
     }
 }

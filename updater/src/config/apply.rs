@@ -25,7 +25,12 @@ impl Settings {
     /// What the machine follows: `SERVER`, `CHANNEL`, `GROUP`, `EXTENSIONS`. False: not one of these keys.
     fn apply_channel(&mut self, e: &Entry, d: &Settings) -> Result<bool, ConfigError> {
         match e.key.as_str() {
-            "SERVER" => self.server = opt(e, values::http_url)?,
+            "SERVER" => {
+                let urls = opt(e, values::http_urls)?.unwrap_or_default();
+                let mut urls = urls.into_iter();
+                self.server = urls.next();
+                self.mirrors = urls.collect();
+            }
             "CHANNEL" => self.channel = val(e, d.channel.clone(), values::name)?,
             "GROUP" => self.group = val(e, d.group.clone(), values::name)?,
             "EXTENSIONS" => {

@@ -89,8 +89,11 @@ pub struct Sourced<T> {
 /// The validated settings. Paths are absolute machine paths: re-root them with [`Root::join`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// `SERVER`: base URL of the channel repository (http or https); none means "not configured".
+    /// `SERVER`: base URL of the channel repository (http or https), the first of the list;
+    /// none means "not configured".
     pub server: Option<Url>,
+    /// `SERVER`'s further URLs: mirrors of the same repository, tried in order after `server`.
+    pub mirrors: Vec<Url>,
     /// `CHANNEL`: the channel followed (default `stable`).
     pub channel: Name,
     /// `EXTENSIONS` / `EXTENSION_<name>`: enabled extensions and the versions they may take.
@@ -153,6 +156,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             server: None,
+            mirrors: Vec::new(),
             channel: Name::new("stable").expect("valid"),
             extensions: BTreeMap::new(),
             store_dir: "/var/lib/upd/images".into(),

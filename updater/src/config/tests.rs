@@ -53,6 +53,7 @@ fn layers_apply_in_order() {
     assert_eq!(s.channel.as_str(), "etc");
     assert_eq!(s.group.as_str(), "vendor");
     assert_eq!(s.server.unwrap().as_str(), "https://vendor.example/");
+    assert!(s.mirrors.is_empty());
     assert_eq!(s.retries, 3, "an empty value puts the default back");
 
     let (_d, root) = machine(&[
@@ -295,4 +296,22 @@ fn example_file_documents_every_key_and_parses() {
             "{key} is not in the example"
         );
     }
+}
+
+#[test]
+fn server_takes_a_list_of_mirrors() {
+    // SERVER names the repository and its mirrors, tried in that order; each must be http(s).
+    let (_d, root) = machine(&[(
+        "/etc/upd/upd.conf",
+        "SERVER=https://a.example/repo  http://b.example/\n",
+    )]);
+    let s = Settings::load(&root, None, &[]).unwrap();
+    assert_eq!(s.server.unwrap().as_str(), "https://a.example/repo");
+    let m: Vec<&str> = s.mirrors.iter().map(reqwest::Url::as_str).collect();
+    assert_eq!(m, ["http://b.example/"]);
+    let err = err_of(
+        &[("/etc/upd/upd.conf", "SERVER=https://a.example/ ftp://b/\n")],
+        &[],
+    );
+    assert!(err.contains("http:// or https://"), "{err}");
 }

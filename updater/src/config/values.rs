@@ -76,6 +76,11 @@ pub fn http_url(v: &str) -> Result<Url, String> {
     }
 }
 
+/// One or more http(s) URLs separated by white space (a repository and its mirrors).
+pub fn http_urls(v: &str) -> Result<Vec<Url>, String> {
+    v.split_whitespace().map(http_url).collect()
+}
+
 /// An absolute path.
 pub fn abs_path(v: &str) -> Result<PathBuf, String> {
     let p = PathBuf::from(v);

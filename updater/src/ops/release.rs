@@ -2,6 +2,7 @@
 //! releases, barriers), what the publisher's withdrawal does to a staged one, and the record of
 //! the last choice that `upd status` shows.
 
+use std::collections::BTreeSet;
 use std::fs;
 
 use chrono::{DateTime, Utc};
@@ -87,8 +88,12 @@ pub struct Next<'a> {
     pub skipped: Vec<select::Skipped>,
 }
 
+/// Why a release the operator rolled back from is passed over.
+pub const HELD: &str = "rolled back from by the operator on this machine; held back until a newer release appears (`upd pull VERSION` takes it again)";
+
 /// The publisher's signed redirect away from a withdrawn running release, else the newest
-/// eligible release (failed releases, waves, wariness, pause, barriers). `None` without OS
+/// eligible release (failed releases, releases rolled back from, waves, wariness, pause,
+/// barriers). `None` without OS
 /// slots: such a machine only follows its running release. Reads only.
 pub fn next_release<'a>(
     m: &Machine,
@@ -100,9 +105,19 @@ pub fn next_release<'a>(
     Slots::of(m)?;
     let id = m.machine_id();
     let channel = manifest.channel.to_string();
-    let sel = select::select(manifest, running, &state.failed_releases, |r| {
+    let passed: BTreeSet<String> = state
+        .failed_releases
+        .union(&state.held_releases)
+        .cloned()
+        .collect();
+    let mut sel = select::select(manifest, running, &passed, |r| {
         select::wave_check(r, &id, &channel, m.settings.wariness, now)
     });
+    for k in &mut sel.skipped {
+        if state.held_releases.contains(&k.version) && !state.failed_releases.contains(&k.version) {
+            k.why = HELD.into();
+        }
+    }
     let redirect = select::redirect(manifest, running);
     Some(Next {
         redirected: redirect.is_some(),

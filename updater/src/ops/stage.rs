@@ -167,20 +167,23 @@ async fn write_slot(
 ) -> Result<u64, Error> {
     let fetcher = session::fetcher(m)?;
     let os = &release.os.image;
-    let os_url = os.path.url_under(&channel::server(m)?);
+    let os_urls: Vec<String> = channel::servers(m)?
+        .iter()
+        .map(|s| os.path.url_under(s))
+        .collect();
     let os_progress = progress();
     let mut moved = Downloaded::default();
     let (exts, os_fetch) = tokio::join!(
         store::download(m, &fetcher, plan, progress, &mut moved),
-        fetcher.fetch_into_slot(
-            &os_url,
+        fetcher.from_mirrors(&os_urls, |url| fetcher.fetch_into_slot(
+            url,
             &slots.disk,
             slot.offset,
             slot.size,
             os.size,
             os.sha256.0,
             os_progress.as_ref(),
-        )
+        ))
     );
     let new_files = exts?;
     let fetched = os_fetch?;

@@ -44,7 +44,7 @@ pub async fn download(
     progress: &dyn Fn() -> Arc<dyn Progress>,
     moved: &mut Downloaded,
 ) -> Result<Vec<PathBuf>, Error> {
-    let server = channel::server(m)?;
+    let servers = channel::servers(m)?;
     let mut items = Vec::new();
     for b in plan.chosen() {
         let dest = m.store_file(b.name.as_str(), &store_file_name(b));
@@ -58,7 +58,7 @@ pub async fn download(
         let dir = dest.parent().expect("store files have a directory");
         fs::create_dir_all(dir).map_err(|e| PathError::new("create directory", dir, e))?;
         items.push(FetchItem {
-            url: b.image.path.url_under(&server),
+            urls: servers.iter().map(|s| b.image.path.url_under(s)).collect(),
             dest,
             size: b.image.size,
             sha256: b.image.sha256.0,

@@ -56,27 +56,59 @@ pub struct Fetched {
     etag: Option<String>,
     /// Roots accepted by rotation on the way.
     rotated: Rotated,
+    /// The channel keys of the root it was verified under ([`trust::channel_keys`]).
+    keys: String,
 }
 
-/// The base URL of the channel repository.
-pub fn server(m: &Machine) -> Result<String, ChannelError> {
-    let s = m.settings.server.as_ref().ok_or(ChannelError::NoServer)?;
-    Ok(s.as_str().trim_end_matches('/').to_string())
+/// The base URLs of the channel repository: `SERVER`'s first URL, then its mirrors, in order.
+pub fn servers(m: &Machine) -> Result<Vec<String>, ChannelError> {
+    let first = m.settings.server.as_ref().ok_or(ChannelError::NoServer)?;
+    let all = std::iter::once(first).chain(&m.settings.mirrors);
+    Ok(all
+        .map(|s| s.as_str().trim_end_matches('/').to_string())
+        .collect())
 }
 
 /// Check the channel: follow root rotations, conditional GET of the manifest, and verify it
 /// against the trusted root and the highest serial `state` has seen. Reads only; [`commit`]
 /// records what a command that acts on it must remember.
+///
+/// Mirrors are tried in order: one that cannot be reached, answers an error or serves a
+/// document that is refused (stale, tampered, replayed) is passed over for the next, so a bad
+/// mirror never blocks a good one. All failing, the first mirror's error is the verdict.
 pub async fn fetch_verified(
     m: &Machine,
     state: &State,
     fetcher: &Fetcher,
     now: DateTime<Utc>,
 ) -> Result<Fetched, ChannelError> {
-    let server = server(m)?;
+    let mut first = None;
+    let servers = servers(m)?;
+    for server in &servers {
+        match fetch_verified_from(m, state, fetcher, server, now).await {
+            Ok(f) => return Ok(f),
+            Err(e @ (ChannelError::Io(_) | ChannelError::NoServer)) => return Err(e),
+            Err(e) if servers.len() == 1 => return Err(e),
+            Err(e) => {
+                tracing::warn!(mirror = %server, error = %e, "passed over a mirror");
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.expect("at least one server"))
+}
+
+/// [`fetch_verified`] from one mirror.
+async fn fetch_verified_from(
+    m: &Machine,
+    state: &State,
+    fetcher: &Fetcher,
+    server: &str,
+    now: DateTime<Utc>,
+) -> Result<Fetched, ChannelError> {
     let state_dir = m.state_dir();
     let root = trust::load(&m.settings.keys_dir(&m.root), &state_dir, now)?;
-    let (root, rotated) = trust::update(root, fetcher, &server, now).await?;
+    let (root, rotated) = trust::update(root, fetcher, server, now).await?;
     let channel: &Name = &m.settings.channel;
     let url = format!("{server}/channels/{channel}/manifest.json");
     let cache = state_dir.join("manifest.json");
@@ -91,9 +123,10 @@ pub async fn fetch_verified(
             (b, etag, true)
         }
     };
+    let keys = trust::channel_keys(&root);
     let expect = Expect {
         channel,
-        highest_serial: state.highest_serial.get(channel.as_str()).copied(),
+        highest_serial: highest_serial(state, channel, &keys),
         now,
     };
     let manifest =
@@ -102,13 +135,44 @@ pub async fn fetch_verified(
             source,
         })?;
     tracing::debug!(channel = %channel, serial = manifest.serial, not_modified, "manifest verified");
+    warn_if_issued_ahead(&manifest, now);
     Ok(Fetched {
         manifest,
         not_modified,
         bytes,
         etag: new_etag,
         rotated,
+        keys,
     })
+}
+
+/// How far ahead of the machine's clock a manifest's issue time may be before upd says so.
+const ISSUED_AHEAD_TOLERANCE_SECS: i64 = 300;
+
+/// A manifest issued in the machine's future means the clock is behind (or the publisher's
+/// ahead): it is still accepted (its signature, serial and expiry hold), with a warning, since
+/// a clock that is behind also delays the expiry check (a frozen channel is noticed late).
+fn warn_if_issued_ahead(manifest: &Manifest, now: DateTime<Utc>) {
+    if manifest.issued > now + chrono::Duration::seconds(ISSUED_AHEAD_TOLERANCE_SECS) {
+        tracing::warn!(
+            issued = %manifest.issued,
+            now = %now,
+            "the manifest was issued in this machine's future: its clock is probably behind (expiry is checked against it)"
+        );
+    }
+}
+
+/// The highest serial seen for `channel`, if it was seen under the channel keys `keys`. After
+/// the root rotates the channel keys, serials start afresh (TUF 5.3.11, fast-forward recovery):
+/// a serial pushed to the maximum by a compromised old key no longer pins the machine, and
+/// the old key's manifests are refused by their signature instead.
+fn highest_serial(state: &State, channel: &Name, keys: &str) -> Option<u64> {
+    let same_keys = state.serial_keys.as_deref().is_none_or(|k| k == keys);
+    state
+        .highest_serial
+        .get(channel.as_str())
+        .copied()
+        .filter(|_| same_keys)
 }
 
 /// Remember a verified check: cache the rotated roots and the manifest bytes, and record the
@@ -117,6 +181,13 @@ pub async fn fetch_verified(
 pub fn commit(m: &Machine, state: &mut State, fetched: &Fetched) -> Result<(), ChannelError> {
     let state_dir = m.state_dir();
     trust::store_rotated(&state_dir, &fetched.rotated)?;
+    if state.serial_keys.as_deref() != Some(fetched.keys.as_str()) {
+        if state.serial_keys.is_some() {
+            tracing::warn!("the root rotated the channel keys: manifest serials start afresh");
+            state.highest_serial.clear();
+        }
+        state.serial_keys = Some(fetched.keys.clone());
+    }
     state
         .record_serial(m.settings.channel.as_str(), fetched.manifest.serial)
         .expect("verify_manifest checked the serial");

@@ -32,6 +32,14 @@ pub enum TrustError {
         #[source]
         source: KeyError,
     },
+    /// The server offers a longer chain of root rotations than one check follows.
+    #[error("the server offers more than {cap} root rotations in one check ({url} is one too many); refusing the chain")]
+    TooManyRotations {
+        /// [`MAX_ROOT_ROTATIONS`].
+        cap: usize,
+        /// The root past the cap.
+        url: String,
+    },
     /// Fetching a newer root failed.
     #[error(transparent)]
     Fetch(#[from] FetchError),
@@ -69,8 +77,13 @@ pub fn load(
 /// Roots accepted by rotation in one check, not yet cached: (version, exact bytes).
 pub type Rotated = Vec<(u64, Vec<u8>)>;
 
-/// Follow the server's root rotations (`SERVER/roots/N+1.root.json` until 404); returns the
-/// newest trusted root and the rotated roots to cache with [`store_rotated`] once the check is committed.
+/// Most root rotations followed in one check (TUF's maximum number of root rotations): a
+/// server that still offers a next root after this many is refused at the cap, not followed on.
+pub const MAX_ROOT_ROTATIONS: usize = 64;
+
+/// Follow the server's root rotations (`SERVER/roots/N+1.root.json` until 404, at most
+/// [`MAX_ROOT_ROTATIONS`]); returns the newest trusted root and the rotated roots to cache with
+/// [`store_rotated`] once the check is committed. Nothing is written here.
 pub async fn update(
     mut root: TrustedRoot,
     fetcher: &Fetcher,
@@ -78,32 +91,61 @@ pub async fn update(
     now: DateTime<Utc>,
 ) -> Result<(TrustedRoot, Rotated), TrustError> {
     let mut rotated = Rotated::new();
-    for _ in 0..64 {
-        let n = root.version() + 1;
-        let url = format!("{}/roots/{n}.root.json", server.trim_end_matches('/'));
-        let bytes = match fetcher
-            .fetch_manifest(&url, None, MAX_ROOT_LEN as u64)
-            .await
-        {
-            Ok(ManifestFetch::Fetched { bytes, .. }) => bytes,
-            Ok(ManifestFetch::NotModified) | Err(FetchError::NotFound { .. }) => break,
-            Err(e) => return Err(e.into()),
-        };
+    while let Some((url, bytes)) = next_root(fetcher, server, root.version() + 1).await? {
+        if rotated.len() == MAX_ROOT_ROTATIONS {
+            return Err(TrustError::TooManyRotations {
+                cap: MAX_ROOT_ROTATIONS,
+                url,
+            });
+        }
         root = root
             .rotate(&bytes, now)
             .map_err(|source| TrustError::Refused {
                 what: url.clone(),
                 source,
             })?;
-        tracing::info!(version = n, "accepted a rotated root");
-        rotated.push((n, bytes));
+        tracing::info!(version = root.version(), "accepted a rotated root");
+        rotated.push((root.version(), bytes));
     }
+    // TUF 5.3.10: only the final root must be unexpired; a refused one is never cached.
     root.check_not_expired(now)
         .map_err(|source| TrustError::Refused {
             what: format!("version {}", root.version()),
             source,
         })?;
     Ok((root, rotated))
+}
+
+/// Root `n` as the server offers it (`None`: 404, no further rotation).
+async fn next_root(
+    fetcher: &Fetcher,
+    server: &str,
+    n: u64,
+) -> Result<Option<(String, Vec<u8>)>, TrustError> {
+    let url = format!("{}/roots/{n}.root.json", server.trim_end_matches('/'));
+    match fetcher
+        .fetch_manifest(&url, None, MAX_ROOT_LEN as u64)
+        .await
+    {
+        Ok(ManifestFetch::Fetched { bytes, .. }) => Ok(Some((url, bytes))),
+        Ok(ManifestFetch::NotModified) | Err(FetchError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The channel keys a root names, as one comparable string (sorted key ids): manifest serials
+/// are only comparable between manifests signed under the same channel keys.
+pub fn channel_keys(root: &TrustedRoot) -> String {
+    let mut ids: Vec<&str> = root
+        .document()
+        .roles
+        .channel
+        .keyids
+        .iter()
+        .map(upd_keys::KeyId::as_str)
+        .collect();
+    ids.sort_unstable();
+    ids.join(",")
 }
 
 /// Cache rotated roots as `roots/N.root.json` in the state directory, where [`load`] finds them.

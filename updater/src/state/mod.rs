@@ -63,6 +63,10 @@ pub struct State {
     pub schema: u32,
     /// Highest manifest serial accepted, per channel (rollback protection).
     pub highest_serial: BTreeMap<String, u64>,
+    /// The channel keys (sorted key ids) the serials in `highest_serial` were signed under;
+    /// when a root rotates them, serials start afresh (TUF fast-forward recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_keys: Option<String>,
     /// ETag of the last manifest fetched, for conditional GET.
     pub manifest_etag: Option<String>,
     /// The generation running now.
@@ -75,6 +79,10 @@ pub struct State {
     pub journal: Option<SwitchJournal>,
     /// OS releases whose boot failed; not retried until a newer one appears.
     pub failed_releases: BTreeSet<String>,
+    /// OS releases an operator rolled back from (`upd rollback`): not staged again on this
+    /// machine's own choice until a newer release appears; `upd pull VERSION` takes one again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub held_releases: BTreeSet<String>,
     /// Recent events, oldest first, at most [`HISTORY_LIMIT`].
     pub history: Vec<HistoryEntry>,
     /// The highest generation id ever handed out, so that ids never repeat.
@@ -181,12 +189,14 @@ impl Default for State {
         State {
             schema: SCHEMA,
             highest_serial: BTreeMap::new(),
+            serial_keys: None,
             manifest_etag: None,
             active: None,
             pending: None,
             previous: None,
             journal: None,
             failed_releases: BTreeSet::new(),
+            held_releases: BTreeSet::new(),
             history: Vec::new(),
             last_generation_id: 0,
             retired: Vec::new(),

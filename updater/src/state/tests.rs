@@ -258,3 +258,27 @@ fn generations_leaving_previous_are_retired_newest_first() {
     }
     assert_eq!(s.retired.len(), RETIRED_LIMIT);
 }
+
+#[test]
+fn an_os_rollback_holds_back_the_release_it_leaves_until_it_is_staged_again() {
+    // Active 2.0 (previous 1.0); the operator rolls back to 1.0.
+    let mut s = State {
+        active: Some(generation(2, "2.0", "2")),
+        previous: Some(generation(1, "1.0", "1")),
+        ..State::default()
+    };
+    s.stage_rollback(t(1)).unwrap();
+    assert_eq!(s.held_releases, ["2.0".to_string()].into());
+    s.promote_pending(t(2)).unwrap();
+    assert_eq!(
+        s.held_releases,
+        ["2.0".to_string()].into(),
+        "kept across the promotion"
+    );
+    // The operator pulls 2.0 by version: staging it lifts the hold.
+    s.set_pending(generation(3, "2.0", "2"), t(3)).unwrap();
+    assert!(s.held_releases.is_empty());
+    // Not written at all while empty (older files and readers stay as they were).
+    let text = serde_json::to_string(&s).unwrap();
+    assert!(!text.contains("held_releases"), "{text}");
+}

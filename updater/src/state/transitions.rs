@@ -191,6 +191,8 @@ impl State {
             ));
         }
         self.push_history(now, Event::Staged, &generation);
+        // Staging a release again (the operator pulled it by version) lifts a rollback's hold.
+        self.held_releases.remove(&generation.os_version);
         self.pending = Some(generation);
         Ok(())
     }
@@ -221,7 +223,8 @@ impl State {
         Ok(())
     }
 
-    /// Make the previous generation pending again (an OS rollback waiting for its reboot).
+    /// Make the previous generation pending again (an OS rollback waiting for its reboot), and
+    /// hold back the active OS release it leaves: the machine does not stage it again on its own.
     pub fn stage_rollback(&mut self, now: DateTime<Utc>) -> Result<Generation, TransitionError> {
         const ACTION: &str = "roll back";
         if self.journal.is_some() {
@@ -241,6 +244,13 @@ impl State {
             .clone()
             .ok_or_else(|| refuse(ACTION, "there is no previous generation"))?;
         self.push_history(now, Event::RollbackStaged, &g);
+        if let Some(a) = self
+            .active
+            .as_ref()
+            .filter(|a| a.os_version != g.os_version)
+        {
+            self.held_releases.insert(a.os_version.clone());
+        }
         self.pending = Some(g.clone());
         Ok(g)
     }

@@ -230,3 +230,67 @@ fn window_strategy_waits_outside_the_window_and_reboots_inside_it() {
     assert_eq!(rig.reboot(), USR_B);
     assert_eq!(rig.versions(), set_b());
 }
+
+#[test]
+fn a_release_rolled_back_from_is_held_back_until_pulled_by_version() {
+    // Issue 16 defect 4: 2.0.0 marked good, the operator rolls back to 1.0.0 and marks it good;
+    // the next `upd update` must not stage 2.0.0 again, and `status` says why.
+    if !require_root() {
+        return;
+    }
+    let mut rig = staged_v2(&[]);
+    assert_eq!(rig.reboot(), USR_B);
+    rig.upd_ok(&["mark-good"], 0);
+    rig.upd_ok(&["rollback"], 0);
+    assert_eq!(rig.reboot(), USR_A);
+    rig.upd_ok(&["mark-good"], 0);
+    assert_eq!(rig.state()["held_releases"], serde_json::json!([V2]));
+    let text = rig.upd_ok(&["update"], 0);
+    assert!(text.contains("up to date"), "{text}");
+    assert!(rig.state()["pending"].is_null());
+    assert_eq!(rig.prio(USR_A), (2, 0, true), "USR-A still boots next");
+    assert!(!rig.reboot_required());
+    let text = rig.upd_ok(&["check"], 0);
+    assert!(
+        text.contains("passed over 2.0.0: rolled back from"),
+        "{text}"
+    );
+    let status = rig.upd_ok(&["status"], 0);
+    assert!(status.contains("held back after a rollback"), "{status}");
+    assert!(
+        status.contains("passed over 2.0.0: rolled back from"),
+        "{status}"
+    );
+    let out = rig.upd(&["status", "--json"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(json["held_releases"], serde_json::json!([V2]));
+    // The operator pulls it by version: staged again, and the hold is lifted.
+    let text = rig.upd_ok(&["pull", V2], 0);
+    assert!(text.contains("OS 2.0.0 staged on USR-B"), "{text}");
+    assert!(rig.state().get("held_releases").is_none());
+    assert_eq!(rig.reboot(), USR_B);
+    assert_eq!(rig.versions(), set_b());
+}
+
+#[test]
+fn a_newer_release_is_taken_after_a_rollback() {
+    // Issue 16 defect 4, the other way out of the hold: rolled back from 2.0.0, then 2.0.1
+    // appears and `upd update` stages it on its own.
+    if !require_root() {
+        return;
+    }
+    let mut rig = staged_v2(&[]);
+    assert_eq!(rig.reboot(), USR_B);
+    rig.upd_ok(&["mark-good"], 0);
+    rig.upd_ok(&["rollback"], 0);
+    assert_eq!(rig.reboot(), USR_A);
+    rig.upd_ok(&["mark-good"], 0);
+    rig.ch.add_os_release("2.0.1", &super::rig::os("2.0.1"));
+    for n in ["hello", "world"] {
+        rig.ch
+            .add_extension("2.0.1", &super::rig::ext(n, "2.0.1", "2.0.1"));
+    }
+    rig.publish();
+    let text = rig.upd_ok(&["update"], 0);
+    assert!(text.contains("OS 2.0.1 staged on USR-B"), "{text}");
+}

@@ -137,6 +137,12 @@ impl Rig {
             .collect()
     }
 
+    /// The state file as JSON.
+    pub(crate) fn state_json(&self) -> serde_json::Value {
+        let p = self.m.root().join("var/lib/upd/state.json");
+        serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+    }
+
     /// Links, the state's active generation and the merged set.
     pub(crate) fn snapshot(&self) -> Snapshot {
         let root = self.m.root();

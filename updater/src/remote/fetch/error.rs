@@ -123,4 +123,16 @@ impl FetchError {
             _ => false,
         }
     }
+
+    /// Whether the failure is this machine's (no space, a local write, the client, a slot too
+    /// small), which another mirror would not change.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Client(_)
+                | FetchError::SlotTooSmall { .. }
+                | FetchError::NoSpace { .. }
+                | FetchError::Io(_)
+        )
+    }
 }

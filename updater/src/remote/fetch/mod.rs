@@ -70,8 +70,8 @@ pub struct FetchOutcome {
 /// One download for [`Fetcher::fetch_all`].
 #[derive(Clone)]
 pub struct FetchItem {
-    /// Where to fetch from.
-    pub url: String,
+    /// Where to fetch from: the same file on each mirror, tried in order.
+    pub urls: Vec<String>,
     /// The final path.
     pub dest: PathBuf,
     /// The size the manifest declares.
@@ -225,11 +225,45 @@ impl Fetcher {
     ) -> Vec<Result<FetchOutcome, FetchError>> {
         stream::iter(items)
             .map(|it| {
-                self.fetch_target(&it.url, &it.dest, it.size, it.sha256, it.progress.as_ref())
+                self.from_mirrors(&it.urls, |url| {
+                    self.fetch_target(url, &it.dest, it.size, it.sha256, it.progress.as_ref())
+                })
             })
             .buffered(parallel.max(1))
             .collect()
             .await
+    }
+}
+
+impl Fetcher {
+    /// Run `fetch` on each of `urls` (the same file on each mirror) until one succeeds: a
+    /// mirror that 404s, stalls, errs or serves bytes whose hash or size is wrong is passed
+    /// over for the next (a partial it left is resumed there, and the hash is still the
+    /// verdict). An error of this machine (no space, a local write) stops at once. All
+    /// failing, the first mirror's error is returned.
+    pub async fn from_mirrors<'a, F, Fut>(
+        &self,
+        urls: &'a [String],
+        fetch: F,
+    ) -> Result<FetchOutcome, FetchError>
+    where
+        F: Fn(&'a str) -> Fut,
+        Fut: std::future::Future<Output = Result<FetchOutcome, FetchError>>,
+    {
+        let mut first = None;
+        for url in urls {
+            match fetch(url).await {
+                Ok(o) => return Ok(o),
+                Err(e) if e.is_local() => return Err(e),
+                Err(e) => {
+                    if urls.len() > 1 {
+                        tracing::warn!(url = %url, error = %e, "passed over a mirror");
+                    }
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.expect("every item names at least one URL"))
     }
 }
 

@@ -255,7 +255,7 @@ async fn fetch_all_keeps_item_order() {
     let (a, b) = (data(70_000), data(1234));
     let w = world(&[("a.raw", &a), ("b.raw", &b)]).await;
     let item = |name: &str, d: &[u8]| FetchItem {
-        url: format!("{}/{name}", w.base),
+        urls: vec![format!("{}/{name}", w.base)],
         dest: w.out.join(name),
         size: d.len() as u64,
         sha256: sha(d),
