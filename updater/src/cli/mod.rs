@@ -110,12 +110,31 @@ impl Cli {
 
     fn machine(&self) -> anyhow::Result<Machine> {
         let root = Root::new(&self.root);
-        let settings = Settings::load(&root, self.config.as_deref(), &self.set)?;
+        let (config, set) = (self.config.as_deref(), &self.set);
+        let Some(name) = self.command.tolerant() else {
+            let settings = Settings::load(&root, config, set)?;
+            return Ok(Machine::new(root, settings));
+        };
+        let (settings, ignored) = Settings::load_tolerant(&root, config, set)?;
+        for e in &ignored {
+            tracing::error!("configuration error, left out by `upd {name}`: {e}");
+        }
         Ok(Machine::new(root, settings))
     }
 }
 
 impl Command {
+    /// The name of a command that goes past configuration errors (see
+    /// [`Settings::load_tolerant`]): `boot` and `mark-good`, which a typo must neither stop
+    /// from linking the booted OS's set nor turn into sending a healthy OS back.
+    fn tolerant(&self) -> Option<&'static str> {
+        match self {
+            Command::Boot(_) => Some("boot"),
+            Command::MarkGood(_) => Some("mark-good"),
+            _ => None,
+        }
+    }
+
     /// Whether the command was asked for `--json` output (then its failure is JSON too).
     fn json(&self) -> bool {
         match self {

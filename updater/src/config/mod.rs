@@ -10,6 +10,7 @@ mod apply;
 mod dropin;
 mod raw;
 mod root;
+mod tolerant;
 mod values;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use semver::VersionReq;
 pub use dropin::{set_channel, set_extension_enabled, CHANNEL_DROPIN, EXTENSIONS_DROPIN};
 pub use raw::{Entry, Origin};
 pub use root::Root;
+pub use tolerant::LOCATION_KEYS;
 pub use values::{Name, RebootStrategy};
 
 use upd_durable::PathError;
