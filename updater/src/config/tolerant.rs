@@ -130,7 +130,10 @@ mod tests {
         let said: Vec<String> = ignored.iter().map(ToString::to_string).collect();
         assert_eq!(said.len(), 4, "{said:?}");
         assert!(said[0].contains("upd.conf:3"), "{said:?}");
-        assert!(said[1].contains("upd.conf:1: unknown key SERVR"), "{said:?}");
+        assert!(
+            said[1].contains("upd.conf:1: unknown key SERVR"),
+            "{said:?}"
+        );
         assert!(said[2].contains("upd.conf:4") && said[2].contains("RETRIES"));
         assert!(said[3].contains("REBOOT_WINDOW"), "{said:?}");
     }
@@ -141,6 +144,9 @@ mod tests {
             let err = tolerant(bad).unwrap_err();
             assert!(matches!(err, ConfigError::BadValue { .. }), "{bad}: {err}");
         }
-        assert!(tolerant("DISK=/dev/vda\nHEALTH_DIR=/etc/h\n").unwrap().1.is_empty());
+        assert!(tolerant("DISK=/dev/vda\nHEALTH_DIR=/etc/h\n")
+            .unwrap()
+            .1
+            .is_empty());
     }
 }
