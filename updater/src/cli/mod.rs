@@ -12,6 +12,7 @@ use crate::host::machine::Machine;
 mod boot;
 mod channel;
 mod check;
+mod config;
 pub mod exit;
 mod ext;
 mod gc;
@@ -69,6 +70,8 @@ enum Command {
     Ext(ext::Args),
     /// Show or switch the channel this machine follows.
     Channel(channel::Args),
+    /// Show every effective setting and where it came from (default, FILE:LINE, drop-in, --set).
+    Config(config::Args),
 }
 
 /// The id of the `--set` given after a subcommand.
@@ -124,6 +127,29 @@ impl Cli {
 }
 
 impl Command {
+    /// Run the subcommand: `config` reads the files itself, every other one on the machine
+    /// that `cli`'s options load.
+    fn run(&self, cli: &Cli) -> anyhow::Result<u8> {
+        if let Command::Config(a) = self {
+            return config::run(&Root::new(&cli.root), cli.config.as_deref(), &cli.set, a);
+        }
+        let m = cli.machine()?;
+        match self {
+            Command::Status(a) => status::run(m, a),
+            Command::Check(a) => check::run(m, a),
+            Command::List(a) => list::run(m, a),
+            Command::Pull(a) => pull::run(m, a, false),
+            Command::Update(a) => pull::run(m, a, true),
+            Command::Gc(a) => gc::run(m, a),
+            Command::Boot(a) => boot::run(m, a),
+            Command::MarkGood(a) => mark_good::run(m, a),
+            Command::Rollback(a) => rollback::run(m, a),
+            Command::Ext(a) => ext::run(m, a),
+            Command::Channel(a) => channel::run(m, a),
+            Command::Config(_) => Ok(exit::OK),
+        }
+    }
+
     /// The name of a command that goes past configuration errors (see
     /// [`Settings::load_tolerant`]): `boot` and `mark-good`, which a typo must neither stop
     /// from linking the booted OS's set nor turn into sending a healthy OS back.
@@ -143,6 +169,7 @@ impl Command {
             Command::List(a) => a.json,
             Command::Pull(a) | Command::Update(a) => a.json,
             Command::Boot(a) => a.json,
+            Command::Config(a) => a.json,
             Command::MarkGood(a) => a.json,
             Command::Rollback(a) => a.json,
             Command::Gc(_) | Command::Ext(_) | Command::Channel(_) => false,
@@ -157,20 +184,7 @@ pub fn main() -> ExitCode {
         eprintln!("upd: {e}");
         return ExitCode::from(exit::USAGE);
     }
-    let result = cli.machine().and_then(|m| match &cli.command {
-        Command::Status(a) => status::run(m, a),
-        Command::Check(a) => check::run(m, a),
-        Command::List(a) => list::run(m, a),
-        Command::Pull(a) => pull::run(m, a, false),
-        Command::Update(a) => pull::run(m, a, true),
-        Command::Gc(a) => gc::run(m, a),
-        Command::Boot(a) => boot::run(m, a),
-        Command::MarkGood(a) => mark_good::run(m, a),
-        Command::Rollback(a) => rollback::run(m, a),
-        Command::Ext(a) => ext::run(m, a),
-        Command::Channel(a) => channel::run(m, a),
-    });
-    match result {
+    match cli.command.run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let report = report::Report::of(&e);

@@ -47,7 +47,7 @@ impl Settings {
             "STATE_DIR" => self.state_dir = path(&d.state_dir)?,
             "KEYS_DIR" => {
                 self.keys_dirs = val(e, d.keys_dirs.clone(), |v| {
-                    values::abs_path(v).map(|p| vec![p])
+                    v.split_whitespace().map(values::abs_path).collect()
                 })?;
             }
             "MACHINE_ID_PATH" => self.machine_id_path = path(&d.machine_id_path)?,

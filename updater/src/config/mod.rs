@@ -8,6 +8,7 @@
 
 mod apply;
 mod dropin;
+mod explain;
 mod raw;
 mod root;
 mod tolerant;
@@ -21,6 +22,7 @@ use reqwest::Url;
 use semver::VersionReq;
 
 pub use dropin::{set_channel, set_extension_enabled, CHANNEL_DROPIN, EXTENSIONS_DROPIN};
+pub use explain::{explain, Effective, KEYS};
 pub use raw::{Entry, Origin};
 pub use root::Root;
 pub use tolerant::LOCATION_KEYS;
