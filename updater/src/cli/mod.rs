@@ -19,6 +19,7 @@ mod gc;
 mod list;
 pub mod log;
 mod mark_good;
+pub mod notify;
 mod progress;
 mod pull;
 pub mod report;
@@ -184,8 +185,8 @@ pub fn main() -> ExitCode {
         eprintln!("upd: {e}");
         return ExitCode::from(exit::USAGE);
     }
-    match cli.command.run(&cli) {
-        Ok(code) => ExitCode::from(code),
+    let code = match cli.command.run(&cli) {
+        Ok(code) => code,
         Err(e) => {
             let report = report::Report::of(&e);
             if cli.command.json() {
@@ -193,9 +194,15 @@ pub fn main() -> ExitCode {
             }
             let prio = if log::stderr_is_journal() { "<3>" } else { "" };
             eprintln!("{prio}upd: {}", report.line());
-            ExitCode::from(report.exit_code)
+            notify::status(&format!(
+                "failed ({}, exit {}): {}",
+                report.kind, report.exit_code, report.message
+            ));
+            report.exit_code
         }
-    }
+    };
+    notify::stopping();
+    ExitCode::from(code)
 }
 
 /// Print `value` as JSON on stdout, with the output schema version as `schema` (unless it
