@@ -6,6 +6,7 @@
 //! (upd_tests::nspawn). Every test runs once per systemd version.
 
 mod analyze;
+mod notify;
 mod order;
 mod pull;
 mod rig;
