@@ -66,13 +66,11 @@ fn status_and_errors_reach_systemd(suite: Suite) {
     rig.server.put_file(&url, file, stall).unwrap();
     rig.c
         .ok(&["systemctl", "start", "--no-block", "upd.service"]);
-    let during = wait_status(&rig, Duration::from_secs(120), |s| {
+    let during = wait_status(&rig, Duration::from_mins(2), |s| {
         s.starts_with("downloading hello 1.1.0: ")
     });
     assert!(during.ends_with(" %"), "{during:?}");
-    let done = wait_status(&rig, Duration::from_secs(120), |s| {
-        s.starts_with("switched")
-    });
+    let done = wait_status(&rig, Duration::from_mins(2), |s| s.starts_with("switched"));
     assert_eq!(done, "switched: hello 1.0.0 -> 1.1.0");
     rig.c.ok(&[
         "sh",
