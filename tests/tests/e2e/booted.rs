@@ -7,6 +7,7 @@
 
 mod analyze;
 mod idlike;
+mod notify;
 mod order;
 mod pull;
 mod rig;

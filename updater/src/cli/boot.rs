@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 
-use super::{exit, print_json};
+use super::{exit, notify, print_json};
 use crate::host::machine::Machine;
 use crate::ops::boot;
 use crate::ops::session::Session;
@@ -31,6 +31,7 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         }
     }
     let report = boot::boot(&mut s, now)?;
+    notify::status(&report.what);
     if a.json {
         print_json(&report)?;
     } else {

@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 
-use super::{exit, print_json, runtime};
+use super::{exit, notify, print_json, runtime};
 use crate::host::machine::Machine;
 use crate::ops::mark_good::{self, MarkGood};
 use crate::ops::reboot;
@@ -35,6 +35,14 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
         }
         MarkGood::NoSlots => {}
     }
+    notify::status(&match &result {
+        MarkGood::Promoted { os_version, .. } => format!("OS {os_version} is good"),
+        MarkGood::AlreadyGood => "the booted OS is good; nothing pending".into(),
+        MarkGood::NoSlots => "health checks passed".into(),
+        MarkGood::SentBack { os_version, .. } => {
+            format!("OS {os_version} failed its health checks; the previous OS boots next")
+        }
+    });
     if a.json {
         print_json(&serde_json::json!({ "mark_good": result, "reboot": rebooted }))?;
         return Ok(code);

@@ -12,12 +12,14 @@ use crate::host::machine::Machine;
 mod boot;
 mod channel;
 mod check;
+mod config;
 pub mod exit;
 mod ext;
 mod gc;
 mod list;
 pub mod log;
 mod mark_good;
+pub mod notify;
 mod progress;
 mod pull;
 pub mod report;
@@ -69,6 +71,8 @@ enum Command {
     Ext(ext::Args),
     /// Show or switch the channel this machine follows.
     Channel(channel::Args),
+    /// Show every effective setting and where it came from (default, FILE:LINE, drop-in, --set).
+    Config(config::Args),
 }
 
 /// The id of the `--set` given after a subcommand.
@@ -110,12 +114,54 @@ impl Cli {
 
     fn machine(&self) -> anyhow::Result<Machine> {
         let root = Root::new(&self.root);
-        let settings = Settings::load(&root, self.config.as_deref(), &self.set)?;
+        let (config, set) = (self.config.as_deref(), &self.set);
+        let Some(name) = self.command.tolerant() else {
+            let settings = Settings::load(&root, config, set)?;
+            return Ok(Machine::new(root, settings));
+        };
+        let (settings, ignored) = Settings::load_tolerant(&root, config, set)?;
+        for e in &ignored {
+            tracing::error!("configuration error, left out by `upd {name}`: {e}");
+        }
         Ok(Machine::new(root, settings))
     }
 }
 
 impl Command {
+    /// Run the subcommand: `config` reads the files itself, every other one on the machine
+    /// that `cli`'s options load.
+    fn run(&self, cli: &Cli) -> anyhow::Result<u8> {
+        if let Command::Config(a) = self {
+            return config::run(&Root::new(&cli.root), cli.config.as_deref(), &cli.set, a);
+        }
+        let m = cli.machine()?;
+        match self {
+            Command::Status(a) => status::run(m, a),
+            Command::Check(a) => check::run(m, a),
+            Command::List(a) => list::run(m, a),
+            Command::Pull(a) => pull::run(m, a, false),
+            Command::Update(a) => pull::run(m, a, true),
+            Command::Gc(a) => gc::run(m, a),
+            Command::Boot(a) => boot::run(m, a),
+            Command::MarkGood(a) => mark_good::run(m, a),
+            Command::Rollback(a) => rollback::run(m, a),
+            Command::Ext(a) => ext::run(m, a),
+            Command::Channel(a) => channel::run(m, a),
+            Command::Config(_) => Ok(exit::OK),
+        }
+    }
+
+    /// The name of a command that goes past configuration errors (see
+    /// [`Settings::load_tolerant`]): `boot` and `mark-good`, which a typo must neither stop
+    /// from linking the booted OS's set nor turn into sending a healthy OS back.
+    fn tolerant(&self) -> Option<&'static str> {
+        match self {
+            Command::Boot(_) => Some("boot"),
+            Command::MarkGood(_) => Some("mark-good"),
+            _ => None,
+        }
+    }
+
     /// Whether the command was asked for `--json` output (then its failure is JSON too).
     fn json(&self) -> bool {
         match self {
@@ -124,6 +170,7 @@ impl Command {
             Command::List(a) => a.json,
             Command::Pull(a) | Command::Update(a) => a.json,
             Command::Boot(a) => a.json,
+            Command::Config(a) => a.json,
             Command::MarkGood(a) => a.json,
             Command::Rollback(a) => a.json,
             Command::Gc(_) | Command::Ext(_) | Command::Channel(_) => false,
@@ -138,21 +185,8 @@ pub fn main() -> ExitCode {
         eprintln!("upd: {e}");
         return ExitCode::from(exit::USAGE);
     }
-    let result = cli.machine().and_then(|m| match &cli.command {
-        Command::Status(a) => status::run(m, a),
-        Command::Check(a) => check::run(m, a),
-        Command::List(a) => list::run(m, a),
-        Command::Pull(a) => pull::run(m, a, false),
-        Command::Update(a) => pull::run(m, a, true),
-        Command::Gc(a) => gc::run(m, a),
-        Command::Boot(a) => boot::run(m, a),
-        Command::MarkGood(a) => mark_good::run(m, a),
-        Command::Rollback(a) => rollback::run(m, a),
-        Command::Ext(a) => ext::run(m, a),
-        Command::Channel(a) => channel::run(m, a),
-    });
-    match result {
-        Ok(code) => ExitCode::from(code),
+    let code = match cli.command.run(&cli) {
+        Ok(code) => code,
         Err(e) => {
             let report = report::Report::of(&e);
             if cli.command.json() {
@@ -160,9 +194,15 @@ pub fn main() -> ExitCode {
             }
             let prio = if log::stderr_is_journal() { "<3>" } else { "" };
             eprintln!("{prio}upd: {}", report.line());
-            ExitCode::from(report.exit_code)
+            notify::status(&format!(
+                "failed ({}, exit {}): {}",
+                report.kind, report.exit_code, report.message
+            ));
+            report.exit_code
         }
-    }
+    };
+    notify::stopping();
+    ExitCode::from(code)
 }
 
 /// Print `value` as JSON on stdout, with the output schema version as `schema` (unless it

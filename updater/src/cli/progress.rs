@@ -1,10 +1,12 @@
-//! Progress: indicatif bars when stderr is a terminal, plain log lines otherwise.
+//! Progress: indicatif bars when stderr is a terminal, plain log lines otherwise; told to the
+//! service manager too under systemd.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use super::notify::{self, Notifying};
 use crate::remote::fetch::{LogProgress, Progress};
 
 /// Makes one progress sink per download.
@@ -23,10 +25,14 @@ impl Factory {
 
     /// A sink for one download.
     pub fn make(&self) -> Arc<dyn Progress> {
-        match &self.multi {
+        let sink: Arc<dyn Progress> = match &self.multi {
             Some(m) => Arc::new(Bar(m.add(ProgressBar::new(0)))),
             None => Arc::new(LogProgress::default()),
+        };
+        if notify::enabled() {
+            return Arc::new(Notifying::new(sink));
         }
+        sink
     }
 }
 

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use upd_channels::version::OsVersion;
 
-use super::{exit, print_json, progress::Factory, runtime};
+use super::{exit, notify, print_json, progress::Factory, runtime};
 use crate::host::machine::Machine;
 use crate::ops::pull::{pull, Outcome, PullReport};
 use crate::ops::reboot::{self, RebootOutcome};
@@ -44,7 +44,9 @@ pub fn run(m: Machine, a: &Args, update: bool) -> anyhow::Result<u8> {
         std::thread::sleep(d);
     }
     let now = Utc::now();
+    notify::status("waiting for the upd lock");
     let mut s = Session::open(m, a.wait, true, now)?;
+    notify::status(&format!("checking channel {}", s.machine.settings.channel));
     let factory = Factory::new(update || a.unattended);
     let opts = StageOptions {
         drop_extensions: a.drop_extension.clone(),
@@ -73,6 +75,7 @@ pub fn run(m: Machine, a: &Args, update: bool) -> anyhow::Result<u8> {
         }
         Outcome::Extensions(_) => None,
     };
+    notify::status(&summary(&outcome, reboot.as_ref()));
     if a.json {
         print_json(&serde_json::json!({ "outcome": outcome, "reboot": reboot }))?;
         return Ok(exit::OK);
@@ -82,6 +85,34 @@ pub fn run(m: Machine, a: &Args, update: bool) -> anyhow::Result<u8> {
         Outcome::Extensions(report) => print_extensions(report),
     }
     Ok(exit::OK)
+}
+
+/// What the pull came to, in one line (the unit's last status).
+fn summary(outcome: &Outcome, reboot: Option<&RebootOutcome>) -> String {
+    match outcome {
+        Outcome::Staged(r) => {
+            let next = match reboot {
+                Some(RebootOutcome::Waiting { why }) => format!("not rebooting yet: {why}"),
+                Some(RebootOutcome::Rebooting) => "rebooting".into(),
+                _ => "reboot needed".into(),
+            };
+            format!("OS {} staged on {}; {next}", r.release, r.slot)
+        }
+        Outcome::Extensions(p) if p.changed.is_empty() => {
+            format!("up to date: release {}", p.release)
+        }
+        Outcome::Extensions(p) => {
+            let moves: Vec<String> = p
+                .changed
+                .iter()
+                .map(|(n, (f, t))| {
+                    let (f, t) = (f.as_deref().unwrap_or("-"), t.as_deref().unwrap_or("-"));
+                    format!("{n} {f} -> {t}")
+                })
+                .collect();
+            format!("switched: {}", moves.join(", "))
+        }
+    }
 }
 
 fn print_staged(r: &StageReport, reboot: Option<&RebootOutcome>) {

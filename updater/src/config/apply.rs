@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{values, ConfigError, Entry, Settings, Sourced};
+use super::{values, ConfigError, Entry, Settings};
+use crate::rules::window::Window;
 
 impl Settings {
     /// Apply one assignment over the settings so far: each group of keys below takes its own, and
@@ -51,7 +52,7 @@ impl Settings {
             "STATE_DIR" => self.state_dir = path(&d.state_dir)?,
             "KEYS_DIR" => {
                 self.keys_dirs = val(e, d.keys_dirs.clone(), |v| {
-                    values::abs_path(v).map(|p| vec![p])
+                    v.split_whitespace().map(values::abs_path).collect()
                 })?;
             }
             "MACHINE_ID_PATH" => self.machine_id_path = path(&d.machine_id_path)?,
@@ -68,10 +69,7 @@ impl Settings {
         match e.key.as_str() {
             "REBOOT_STRATEGY" => self.reboot_strategy = val(e, d.reboot_strategy, str::parse)?,
             "REBOOT_WINDOW" => {
-                self.reboot_window = (!v.is_empty()).then(|| Sourced {
-                    value: v.to_string(),
-                    origin: e.origin.clone(),
-                });
+                self.reboot_window = opt(e, |v| v.parse::<Window>().map_err(|w| w.to_string()))?;
             }
             "FLEET_LOCK_URL" => self.fleet_lock_url = opt(e, values::http_url)?,
             "ETCD_ENDPOINTS" => {

@@ -8,8 +8,10 @@
 
 mod apply;
 mod dropin;
+mod explain;
 mod raw;
 mod root;
+mod tolerant;
 mod values;
 
 use std::collections::BTreeMap;
@@ -20,10 +22,13 @@ use reqwest::Url;
 use semver::VersionReq;
 
 pub use dropin::{set_channel, set_extension_enabled, CHANNEL_DROPIN, EXTENSIONS_DROPIN};
+pub use explain::{explain, Effective, KEYS};
 pub use raw::{Entry, Origin};
 pub use root::Root;
+pub use tolerant::LOCATION_KEYS;
 pub use values::{Name, RebootStrategy};
 
+use crate::rules::window::Window;
 use upd_durable::PathError;
 
 /// The configuration directories, lowest priority first; each has `upd.conf` and `upd.conf.d/`.
@@ -77,15 +82,6 @@ pub enum ConfigError {
     },
 }
 
-/// A value kept together with where it was set, for checks made later (e.g. the window syntax).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sourced<T> {
-    /// The value.
-    pub value: T,
-    /// Where it was set.
-    pub origin: Origin,
-}
-
 /// The validated settings. Paths are absolute machine paths: re-root them with [`Root::join`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -108,8 +104,8 @@ pub struct Settings {
     pub keys_dirs: Vec<PathBuf>,
     /// `REBOOT_STRATEGY`: off, immediate, window, fleet-lock or etcd-lock (default `off`).
     pub reboot_strategy: RebootStrategy,
-    /// `REBOOT_WINDOW`: the maintenance window, checked by the window strategy.
-    pub reboot_window: Option<Sourced<String>>,
+    /// `REBOOT_WINDOW`: the maintenance window of the window strategy, parsed when loaded.
+    pub reboot_window: Option<Window>,
     /// `FLEET_LOCK_URL`: base URL of the FleetLock server.
     pub fleet_lock_url: Option<Url>,
     /// `ETCD_ENDPOINTS`: etcd client URLs, space-separated.

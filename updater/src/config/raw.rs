@@ -43,42 +43,56 @@ pub struct Entry {
     pub origin: Origin,
 }
 
-/// Parse the text of one configuration file (or one override) into entries, in order.
+/// Parse the text of one configuration file (or one override) into entries, in order; the
+/// first malformed line is the error.
 pub fn parse_text(
     text: &str,
     origin_of: impl Fn(usize) -> Origin,
 ) -> Result<Vec<Entry>, ConfigError> {
-    let mut entries = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let origin = origin_of(i + 1);
-        let syntax = |why: &str| ConfigError::Syntax {
-            origin: origin.clone(),
-            line: raw.to_string(),
-            why: why.to_string(),
-        };
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| syntax("expected KEY=VALUE"))?;
-        let key = key.trim();
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        {
-            return Err(syntax("a key is made of letters, digits, '_', '.' and '-'"));
-        }
-        let value = unquote(value.trim()).map_err(syntax)?;
-        entries.push(Entry {
-            key: key.to_string(),
-            value,
-            origin,
-        });
+    parse_lines(text, origin_of).into_iter().collect()
+}
+
+/// Parse each non-blank, non-comment line of `text` on its own: an entry or the syntax error of
+/// that line, in order (for the tolerant load, which goes past a malformed line).
+pub fn parse_lines(
+    text: &str,
+    origin_of: impl Fn(usize) -> Origin,
+) -> Vec<Result<Entry, ConfigError>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, raw)| {
+            let line = raw.trim();
+            !line.is_empty() && !line.starts_with('#')
+        })
+        .map(|(i, raw)| parse_line(raw, origin_of(i + 1)))
+        .collect()
+}
+
+/// Parse one `KEY=VALUE` line written at `origin`.
+fn parse_line(raw: &str, origin: Origin) -> Result<Entry, ConfigError> {
+    let line = raw.trim();
+    let syntax = |why: &str| ConfigError::Syntax {
+        origin: origin.clone(),
+        line: raw.to_string(),
+        why: why.to_string(),
+    };
+    let (key, value) = line
+        .split_once('=')
+        .ok_or_else(|| syntax("expected KEY=VALUE"))?;
+    let key = key.trim();
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(syntax("a key is made of letters, digits, '_', '.' and '-'"));
     }
-    Ok(entries)
+    let value = unquote(value.trim()).map_err(syntax)?;
+    Ok(Entry {
+        key: key.to_string(),
+        value,
+        origin,
+    })
 }
 
 /// Strip optional matching quotes and a trailing ` # comment` from a value.
@@ -99,12 +113,18 @@ fn unquote(v: &str) -> Result<String, &'static str> {
 
 /// Read and parse one configuration file.
 pub fn read_file(path: &Path) -> Result<Vec<Entry>, ConfigError> {
+    read_lines(path)?.into_iter().collect()
+}
+
+/// Read one configuration file and parse each line on its own (see [`parse_lines`]); only a
+/// file that cannot be read is an error.
+pub fn read_lines(path: &Path) -> Result<Vec<Result<Entry, ConfigError>>, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| PathError::new("read configuration", path, e))?;
-    parse_text(&text, |line| Origin::File {
+    Ok(parse_lines(&text, |line| Origin::File {
         file: path.to_path_buf(),
         line,
-    })
+    }))
 }
 
 /// Parse command-line overrides, each one `KEY=VALUE`.

@@ -238,6 +238,27 @@ fn strategy_needs_its_settings() {
 }
 
 #[test]
+fn a_bad_reboot_window_is_refused_at_load() {
+    // Issue 10, defect 2: these were accepted at load and only parsed when a reboot was decided.
+    for (window, why) in [
+        ("Mon-Fri 25:00 2h", "'25:00' is not a time of day"),
+        ("Funday 02:00 2h", "'Funday' is not a set of days"),
+    ] {
+        let conf = format!("REBOOT_STRATEGY=window\nREBOOT_WINDOW={window}\n");
+        let err = err_of(&[("/etc/upd/upd.conf", &conf)], &[]);
+        assert!(
+            err.contains("upd.conf:2: REBOOT_WINDOW=") && err.contains(why),
+            "{window}: {err}"
+        );
+    }
+    let conf = "REBOOT_STRATEGY=window\nREBOOT_WINDOW=Sat,Sun 03:30 2h\n";
+    let (_d, root) = machine(&[("/etc/upd/upd.conf", conf)]);
+    let s = Settings::load(&root, None, &[]).unwrap();
+    let w: crate::rules::window::Window = "Sat,Sun 03:30 2h".parse().unwrap();
+    assert_eq!(s.reboot_window, Some(w));
+}
+
+#[test]
 fn keys_dir_prefers_etc_then_usr_share() {
     let (_d, root) = machine(&[]);
     let s = Settings::default();

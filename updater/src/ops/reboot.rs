@@ -189,22 +189,17 @@ pub async fn after_stage(
 
 /// Whether `now` is inside `REBOOT_WINDOW` (in the machine's local time zone).
 fn in_window(m: &Machine, now: DateTime<Utc>) -> Result<(), String> {
-    let spec = m
+    let w: &Window = m
         .settings
         .reboot_window
         .as_ref()
         .ok_or("REBOOT_WINDOW is not set")?;
-    let w: Window = spec
-        .value
-        .parse()
-        .map_err(|e| format!("{}: REBOOT_WINDOW: {e}", spec.origin))?;
     if w.contains_at(now, &Local) {
         return Ok(());
     }
     let next = w.next_start_at(now, &Local).with_timezone(&Local);
     Err(format!(
-        "outside the maintenance window '{}'; it opens next at {}",
-        spec.value,
+        "outside the maintenance window '{w}'; it opens next at {}",
         next.format("%a %Y-%m-%d %H:%M %Z")
     ))
 }

@@ -93,18 +93,4 @@ fn config_typo_keeps_the_boot(suite: Suite) {
     assert_eq!(rig.program("hello"), "hello 1.1.0\n");
     rig.finish();
 }
-mod config_typo_keeps_the_boot {
-    #[test]
-    #[ignore = "issue 10 defect 4: a config typo makes upd-boot.service (and upd-mark-good.service) \
-                exit 1 ('unknown key SERVR'), the boot is degraded and the switch cut short is not finished"]
-    fn systemd_252() {
-        super::config_typo_keeps_the_boot(upd_tests::rootfs::BOOKWORM);
-    }
-
-    #[test]
-    #[ignore = "issue 10 defect 4: a config typo makes upd-boot.service (and upd-mark-good.service) \
-                exit 1 ('unknown key SERVR'), the boot is degraded and the switch cut short is not finished"]
-    fn systemd_257() {
-        super::config_typo_keeps_the_boot(upd_tests::rootfs::TRIXIE);
-    }
-}
+on_both!(config_typo_keeps_the_boot);

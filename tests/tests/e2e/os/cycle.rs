@@ -76,6 +76,55 @@ fn an_os_update_moves_the_os_and_its_extensions_together_across_a_reboot() {
     assert!(text.contains("up to date"), "{text}");
 }
 
+// Situation: v2 is staged on USR-B, then a typo (`SERVR=`) and a bad value (`RETRIES=many`) land
+// in upd.conf; the machine reboots into USR-B. Issue 10, defect 4: `upd boot` used to exit 1.
+#[test]
+fn a_config_typo_mid_update_still_boots_the_new_os_with_its_own_set() {
+    if !require_root() {
+        return;
+    }
+    let mut rig = staged_v2(&[]);
+    let conf = rig.m.root().join("etc/upd/upd.conf");
+    let mut text = fs::read_to_string(&conf).unwrap();
+    let typo_line = text.lines().count() + 1;
+    text.push_str("SERVR=http://updates.example.com\nRETRIES=many\n");
+    fs::write(&conf, text).unwrap();
+    assert_eq!(rig.boot_disk(), USR_B);
+    // As under upd-boot.service: stderr is the journal stream, so errors carry priority 3.
+    let log = rig.marker("boot.log");
+    let file = fs::File::create(&log).unwrap();
+    let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&file)).unwrap();
+    let out = rig
+        .upd_cmd(
+            &["boot"],
+            &[("JOURNAL_STREAM", &format!("{}:{}", st.st_dev, st.st_ino))],
+        )
+        .stderr(file)
+        .output()
+        .unwrap();
+    let said = fs::read_to_string(&log).unwrap();
+    assert_eq!(out.status.code(), Some(0), "upd boot:\n{said}");
+    let typo = format!("upd.conf:{typo_line}: unknown key SERVR");
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("<3>") && l.contains(&typo)),
+        "the typo is not said at priority err:\n{said}"
+    );
+    assert!(said.contains("RETRIES"), "{said}");
+    rig.merge();
+    assert_eq!(rig.running_os(), V2);
+    assert_eq!(rig.versions(), set_b());
+    rig.programs_run(&set_b());
+    // mark-good does not send a healthy OS back for a typo: it promotes v2 and says the typo.
+    let text = rig.upd_ok(&["mark-good"], 0);
+    assert!(text.contains("SERVR"), "{text}");
+    assert_eq!(rig.prio(USR_B), (2, 0, true));
+    assert_eq!(rig.state()["active"]["os_version"], V2);
+    // Every other command still refuses the configuration, naming the line (exit 1).
+    let text = rig.upd_ok(&["status"], 1);
+    assert!(text.contains(&typo), "{text}");
+}
+
 #[test]
 fn a_boot_that_never_becomes_good_falls_back_and_the_release_is_not_retried() {
     if !require_root() {

@@ -120,3 +120,33 @@ fn an_oversized_manifest_is_a_download_failure_at_any_size() {
     let text = check(&rig, 7);
     assert!(text.contains("limit"), "{text}");
 }
+
+#[test]
+fn a_bad_reboot_window_is_refused_when_the_configuration_is_loaded() {
+    // Issue 10, defect 2: a machine at hello 1.0.0 with hello 1.1.0 served, and
+    // REBOOT_WINDOW=Mon-Fri 25:00 2h; `check` used to exit 100 and the window was only parsed when
+    // a reboot was decided.
+    if !require_root() {
+        return;
+    }
+    let mut rig = rig_at_v1();
+    rig.ch.add_extension(OS_VERSION, &ext("hello", "1.1.0"));
+    rig.publish();
+    check(&rig, 100);
+    let conf = rig.m.root().join("etc/upd/upd.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    let line = text.lines().count() + 2;
+    text.push_str("REBOOT_STRATEGY=window\nREBOOT_WINDOW=Mon-Fri 25:00 2h\n");
+    std::fs::write(&conf, text).unwrap();
+    let before = rig.snapshot();
+    let text = check(&rig, 1);
+    assert!(
+        text.contains(&format!("upd.conf:{line}: REBOOT_WINDOW=")) && text.contains("'25:00'"),
+        "{text}"
+    );
+    assert_eq!(
+        rig.snapshot(),
+        before,
+        "a refused configuration changed the machine"
+    );
+}
