@@ -70,7 +70,7 @@ impl Rig {
         rig.install();
         rig.publish();
         let state = rig.c.boot();
-        assert_eq!(state, "running", "first boot:\n{}", rig.failed_units());
+        rig.assert_booted(&state, "first boot");
         Some(rig)
     }
 
@@ -295,7 +295,39 @@ impl Rig {
     /// A reboot from inside; asserts the new boot is not degraded.
     pub(crate) fn reboot(&mut self) {
         let state = self.c.reboot();
-        assert_eq!(state, "running", "after reboot:\n{}", self.failed_units());
+        self.assert_booted(&state, "after reboot");
+    }
+
+    /// Asserts the boot reached "running". One exception, said on stderr: under systemd 257,
+    /// PID 1 was seen (twice in about forty boots, on a loaded 2-core machine) to fail spawning
+    /// an early unit of its own ("Failed to spawn executor: No such file or directory", result
+    /// 'resources') while systemd-sysext.service merged /usr at the same instant. A boot
+    /// degraded only by that, in units that are neither upd's nor systemd-sysext's, passes.
+    pub(crate) fn assert_booted(&self, state: &str, when: &str) {
+        if state == "running" {
+            return;
+        }
+        let failed = self.failed_units();
+        let out = self
+            .c
+            .exec(&["systemctl", "--failed", "--plain", "--no-legend"]);
+        let units: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        let race = |u: &String| {
+            !u.starts_with("upd")
+                && !u.starts_with("systemd-sysext")
+                && self
+                    .journal(u)
+                    .contains("Failed to spawn executor: No such file or directory")
+        };
+        let only_race = state == "degraded"
+            && self.c.suite().systemd >= 257
+            && !units.is_empty()
+            && units.iter().all(race);
+        assert!(only_race, "{when}: state {state}\n{failed}");
+        eprintln!("NOTE {when}: boot degraded only by systemd 257's executor spawn race, not upd's: {units:?}");
     }
 
     /// Halt the container; it must leave no loop device behind.
