@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{layer_files, raw, ConfigError, Entry, Origin, Root, Settings};
+use super::{read_entries, ConfigError, Entry, Origin, Root, Settings};
 
 /// Every key upd knows, in the order `upd config` prints them (`EXTENSION_<name>` keys are shown
 /// folded into `EXTENSIONS`).
@@ -58,14 +58,7 @@ pub fn explain(
     config_file: Option<&Path>,
     overrides: &[String],
 ) -> Result<Vec<Effective>, ConfigError> {
-    let mut entries = Vec::new();
-    for file in layer_files(root)? {
-        entries.extend(raw::read_file(&file)?);
-    }
-    if let Some(f) = config_file {
-        entries.extend(raw::read_file(f)?);
-    }
-    entries.extend(raw::parse_overrides(overrides)?);
+    let entries = read_entries(root, config_file, overrides)?;
     let settings = Settings::from_entries(&entries)?;
     Ok(effective(&settings, &entries))
 }
@@ -191,6 +184,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw;
 
     fn file(path: &str, text: &str) -> Vec<Entry> {
         raw::parse_text(text, |line| Origin::File {

@@ -192,15 +192,7 @@ impl Settings {
         config_file: Option<&Path>,
         overrides: &[String],
     ) -> Result<Settings, ConfigError> {
-        let mut entries = Vec::new();
-        for file in layer_files(root)? {
-            entries.extend(raw::read_file(&file)?);
-        }
-        if let Some(f) = config_file {
-            entries.extend(raw::read_file(f)?);
-        }
-        entries.extend(raw::parse_overrides(overrides)?);
-        Settings::from_entries(&entries)
+        Settings::from_entries(&read_entries(root, config_file, overrides)?)
     }
 
     /// Apply `entries` in order over the defaults and validate the result (no I/O).
@@ -280,6 +272,24 @@ fn dropins(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     }
     names.sort();
     Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// The entries of every layer under `root`, then of `config_file` (a host path, if given),
+/// then the command-line `overrides`, in the order they apply.
+pub(super) fn read_entries(
+    root: &Root,
+    config_file: Option<&Path>,
+    overrides: &[String],
+) -> Result<Vec<Entry>, ConfigError> {
+    let mut entries = Vec::new();
+    for file in layer_files(root)? {
+        entries.extend(raw::read_file(&file)?);
+    }
+    if let Some(f) = config_file {
+        entries.extend(raw::read_file(f)?);
+    }
+    entries.extend(raw::parse_overrides(overrides)?);
+    Ok(entries)
 }
 
 #[cfg(test)]

@@ -280,6 +280,18 @@ fn window_strategy_waits_outside_the_window_and_reboots_inside_it() {
     assert_eq!(rig.versions(), set_b());
 }
 
+/// 2.0.0 staged, booted and marked good; the operator rolls back to 1.0.0, boots it and marks
+/// it good.
+fn rolled_back_from_v2() -> OsRig {
+    let mut rig = staged_v2(&[]);
+    assert_eq!(rig.reboot(), USR_B);
+    rig.upd_ok(&["mark-good"], 0);
+    rig.upd_ok(&["rollback"], 0);
+    assert_eq!(rig.reboot(), USR_A);
+    rig.upd_ok(&["mark-good"], 0);
+    rig
+}
+
 #[test]
 fn a_release_rolled_back_from_is_held_back_until_pulled_by_version() {
     // Issue 16 defect 4: 2.0.0 marked good, the operator rolls back to 1.0.0 and marks it good;
@@ -287,12 +299,7 @@ fn a_release_rolled_back_from_is_held_back_until_pulled_by_version() {
     if !require_root() {
         return;
     }
-    let mut rig = staged_v2(&[]);
-    assert_eq!(rig.reboot(), USR_B);
-    rig.upd_ok(&["mark-good"], 0);
-    rig.upd_ok(&["rollback"], 0);
-    assert_eq!(rig.reboot(), USR_A);
-    rig.upd_ok(&["mark-good"], 0);
+    let mut rig = rolled_back_from_v2();
     assert_eq!(rig.state()["held_releases"], serde_json::json!([V2]));
     let text = rig.upd_ok(&["update"], 0);
     assert!(text.contains("up to date"), "{text}");
@@ -328,12 +335,7 @@ fn a_newer_release_is_taken_after_a_rollback() {
     if !require_root() {
         return;
     }
-    let mut rig = staged_v2(&[]);
-    assert_eq!(rig.reboot(), USR_B);
-    rig.upd_ok(&["mark-good"], 0);
-    rig.upd_ok(&["rollback"], 0);
-    assert_eq!(rig.reboot(), USR_A);
-    rig.upd_ok(&["mark-good"], 0);
+    let mut rig = rolled_back_from_v2();
     rig.ch.add_os_release("2.0.1", &super::rig::os("2.0.1"));
     for n in ["hello", "world"] {
         rig.ch
