@@ -8,6 +8,11 @@
 //! like on a real machine. No `--private-network`: the container shares the host's 127.0.0.1,
 //! where the test serves the channel.
 //!
+//! With `--keep-unit` nspawn puts the container in its own cgroup, so each boot first moves into
+//! a cgroup of its own in every systemd-managed hierarchy ([`Cgroups`]): two containers started
+//! from one cgroup would share their `init.scope` and `system.slice`, and one container's systemd
+//! would take or remove the other's units' cgroups (seen as units failing with 219/CGROUP).
+//!
 //! Commands run inside with `nsenter -a` on the container's PID 1. A reboot from inside makes
 //! nspawn exit with 133 (systemd-nspawn@.service restarts on it); [`Container::reboot`] waits for
 //! that and boots the same tree again. Dropping the container halts it (SIGTERM to nspawn, then
@@ -43,6 +48,7 @@ pub struct Container {
     nspawn: Option<Child>,
     leader: Option<u32>,
     boots: u32,
+    cgroups: Option<Cgroups>,
 }
 
 impl Container {
@@ -85,6 +91,7 @@ impl Container {
             nspawn: None,
             leader: None,
             boots: 0,
+            cgroups: None,
         }
     }
 
@@ -114,7 +121,22 @@ impl Container {
         assert!(self.nspawn.is_none(), "already booted");
         let log = self.dir.path().join(format!("console-{}.log", self.boots));
         let log = fs::File::create(&log).expect("create console log");
-        let mut script = String::from("set -e; mount -t tmpfs tmpfs /run; exec systemd-nspawn");
+        let tag = format!(
+            "{}-{}",
+            self.dir
+                .path()
+                .file_name()
+                .expect("temp dir name")
+                .to_string_lossy(),
+            self.boots
+        );
+        let cgroups = Cgroups::create(&tag);
+        let mut script = String::from("set -e; mount -t tmpfs tmpfs /run; ");
+        for procs in cgroups.procs() {
+            script.push_str(&format!("echo $$ > '{}'; ", procs.display()));
+        }
+        self.cgroups = Some(cgroups);
+        script.push_str("exec systemd-nspawn");
         for arg in self.nspawn_args() {
             script.push_str(" '");
             script.push_str(&arg);
@@ -281,13 +303,16 @@ impl Container {
         self.boot()
     }
 
-    /// Wait for nspawn to exit by itself; its exit code.
+    /// Wait for nspawn to exit by itself (then its cgroups are removed); its exit code.
     fn wait_exit(&mut self) -> Option<i32> {
         let deadline = Instant::now() + BOOT_TIMEOUT;
         let mut child = self.nspawn.take().expect("booted");
         self.leader = None;
         loop {
             if let Some(status) = child.try_wait().expect("wait for nspawn") {
+                if let Some(cgroups) = self.cgroups.take() {
+                    cgroups.remove();
+                }
                 return status.code();
             }
             if Instant::now() > deadline {
@@ -322,6 +347,9 @@ impl Container {
             );
         }
         self.leader = None;
+        if let Some(cgroups) = self.cgroups.take() {
+            cgroups.remove();
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = loop_devices_under(self.dir.path());
@@ -358,5 +386,86 @@ fn make_loop_nodes(dir: &Path) {
             makedev(7, u64::from(i)),
         )
         .unwrap_or_else(|e| panic!("mknod {}: {e}", path.display()));
+    }
+}
+
+/// The cgroups one boot of a container runs in: a new child of this process's cgroup in each
+/// hierarchy systemd manages (`name=systemd` and the unified one on a hybrid host like this
+/// one, the one cgroup2 tree on a unified host).
+struct Cgroups {
+    dirs: Vec<PathBuf>,
+}
+
+impl Cgroups {
+    /// Make `<current cgroup>/upd-nspawn-<tag>` in each hierarchy systemd uses.
+    fn create(tag: &str) -> Cgroups {
+        let own = fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
+        let mut dirs = Vec::new();
+        for (mount, key) in [
+            ("/sys/fs/cgroup/systemd", "name=systemd"),
+            ("/sys/fs/cgroup/unified", ""),
+            ("/sys/fs/cgroup", ""),
+        ] {
+            let mount = Path::new(mount);
+            if !mount.join("cgroup.procs").exists() {
+                continue;
+            }
+            let Some(current) = own.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+                (controllers == key).then(|| path.trim_start_matches('/').to_string())
+            }) else {
+                continue;
+            };
+            let dir = mount.join(current).join(format!("upd-nspawn-{tag}"));
+            fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("create cgroup {}: {e}", dir.display()));
+            dirs.push(dir);
+        }
+        assert!(
+            !dirs.is_empty(),
+            "no systemd cgroup hierarchy under /sys/fs/cgroup to run a container in"
+        );
+        Cgroups { dirs }
+    }
+
+    /// The `cgroup.procs` files to write the container's nspawn pid into.
+    fn procs(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// Remove the cgroups and what the container's systemd made under them, deepest first (once
+    /// its processes are gone; a cgroup still in use stays, with a warning).
+    fn remove(self) {
+        for dir in &self.dirs {
+            let mut all = Vec::new();
+            collect_dirs(dir, &mut all);
+            all.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for d in all {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while let Err(e) = fs::remove_dir(&d) {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        eprintln!("WARNING: cgroup {} stays: {e}", d.display());
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// `dir` and every directory under it.
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_dirs(&e.path(), out);
+            }
+        }
     }
 }

@@ -267,11 +267,21 @@ impl Rig {
     /// The unit's journal once it holds `needle`, or as it is after 20 s. A service's stdout
     /// reaches journald through a stream socket that journald reads on its own schedule, so
     /// the unit's last lines can land after systemd already logged "Finished": poll, do not
-    /// read once.
+    /// read once. The lines of a short-lived process whose cgroup journald could not read any
+    /// more (it had exited) carry no `_SYSTEMD_UNIT`, so `-u` misses them: its program's
+    /// syslog identifier (the unit's name without `.service`) is read too.
     pub(crate) fn journal_with(&self, unit: &str, needle: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let ident = unit.trim_end_matches(".service");
         loop {
-            let log = self.journal(unit);
+            let out = self
+                .c
+                .exec(&["journalctl", "-b", "-t", ident, "-o", "cat", "--no-pager"]);
+            let log = format!(
+                "{}{}",
+                self.journal(unit),
+                String::from_utf8_lossy(&out.stdout)
+            );
             if log.contains(needle) || std::time::Instant::now() > deadline {
                 return log;
             }
