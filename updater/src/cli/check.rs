@@ -11,8 +11,8 @@ use upd_channels::select::Skipped;
 
 use super::{exit, print_json, runtime};
 use crate::host::machine::{Host, Machine};
-use crate::ops::release::{next_release, waiting_why};
 use crate::ops::pull::extensions_to_apply;
+use crate::ops::release::{next_release, waiting_why};
 use crate::ops::session::{running_release, wanted, View};
 use crate::ops::stage::gate;
 use crate::ops::Error;

@@ -85,7 +85,7 @@ pub async fn pull(
                 // (exit 0) until it does, and say why in `upd status`.
                 let why = release::waiting_why(&manifest, &host).unwrap_or_default();
                 release::record_waiting(&s.machine, &why, now);
-                tracing::warn!("{why}");
+                tracing::info!("{why}");
                 return Ok(Outcome::Waiting { why });
             }
             r => r?,

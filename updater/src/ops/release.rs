@@ -157,7 +157,7 @@ pub struct LastSelection {
     pub passed_over: Vec<select::Skipped>,
     /// Why this machine is waiting instead of following the channel (the channel lists no
     /// release for the running OS and none to move to).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub waiting: Option<String>,
 }
 

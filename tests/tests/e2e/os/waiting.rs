@@ -56,7 +56,10 @@ fn a_channel_without_the_running_release_is_waited_on_until_it_offers_one() {
     add_v2(&mut rig.ch);
     rig.publish();
     let text = rig.upd_ok(&["check"], 100);
-    assert!(text.contains(&format!("OS update available: {V2}")), "{text}");
+    assert!(
+        text.contains(&format!("OS update available: {V2}")),
+        "{text}"
+    );
     let text = rig.upd_ok(&["pull"], 0);
     assert!(text.contains(&format!("OS {V2} staged")), "{text}");
     let out = rig.upd(&["status", "--json"], &[]);
