@@ -7,3 +7,4 @@ pub(crate) mod node; // one machine booted from a slot of its own disk, the real
 mod refusals; // issue test 4: blocked extension (the running OS's builds still apply), mislabelled extension, OS image that lies, too large or corrupted: nothing switches
 pub(crate) mod rig;
 mod syscalls; // the kill harness: SIGKILL at every state-changing syscall of ext pull, OS pull, boot, mark-good, rollback; power cut, boot, invariant // channel + server + one node: the rig of the single-machine OS suites
+mod waiting; // issue 10 defect 11: a channel without the running release: update, pull, check exit 0 and status says why, until it offers a release, which is taken

@@ -1,6 +1,7 @@
 //! `upd pull` end to end: the real binary on sandbox machines merging with the real systemd-sysext, a signed
 //! channel served over HTTP with injected faults, refusals, resume, SIGKILL at every switch step, lock, full disk.
 
+mod agree; // check exits 100 exactly when the pull that follows changes something (extension for another OS only, nothing new, a new build, a disabled extension)
 mod attacks; // mirrors (404, corrupt, stalled, replayed: passed over), expired root never cached, clock behind (warning) or ahead (refused), fast-forward recovered by key rotation, root chain over the cap, duplicate keys and numbers out of range
 mod exitcodes; // exit codes by cause: server down, 5xx, stall on the root probe (7); refused root or manifest (4); oversized manifest (7)
 mod faults; // cut download resumed, SIGKILL at each switch failpoint + reboot, wrong merge switched back, lock, full disk

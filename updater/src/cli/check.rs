@@ -11,8 +11,9 @@ use upd_channels::select::Skipped;
 
 use super::{exit, print_json, runtime};
 use crate::host::machine::{Host, Machine};
-use crate::ops::release::next_release;
-use crate::ops::session::{current_builds, running_release, wanted, View};
+use crate::ops::pull::extensions_to_apply;
+use crate::ops::release::{next_release, waiting_why};
+use crate::ops::session::{running_release, wanted, View};
 use crate::ops::stage::gate;
 use crate::ops::Error;
 
@@ -61,6 +62,9 @@ struct CheckReport {
     os_update: Option<OsUpdate>,
     passed_over: Vec<Skipped>,
     update_available: bool,
+    /// Why this machine waits: its channel lists no release for the running OS and none to
+    /// move to (`null` otherwise).
+    waiting: Option<String>,
     extensions: Vec<ExtReport>,
 }
 
@@ -86,8 +90,10 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
 /// What `check` found, from the verified manifest and the machine as it is.
 fn report(v: &View, manifest: &Manifest, now: DateTime<Utc>) -> Result<CheckReport, Error> {
     let host = v.machine.host()?;
-    let release = running_release(manifest, &host)?;
-    let p = builds::plan(release, &host.identity, &wanted(&v.machine));
+    // A running OS the channel does not list (after `upd channel`) has no builds to apply.
+    let plan = running_release(manifest, &host)
+        .ok()
+        .map(|r| builds::plan(r, &host.identity, &wanted(&v.machine)));
     let installed = |n: &str| {
         v.state
             .active
@@ -95,9 +101,9 @@ fn report(v: &View, manifest: &Manifest, now: DateTime<Utc>) -> Result<CheckRepo
             .and_then(|g| g.extensions.get(n))
             .map(|e| e.version.clone())
     };
-    let extensions: Vec<ExtReport> = p
-        .choices
+    let extensions: Vec<ExtReport> = plan
         .iter()
+        .flat_map(|p| &p.choices)
         .map(|c| ExtReport {
             name: c.name.clone(),
             for_os: host.version.to_string(),
@@ -114,9 +120,15 @@ fn report(v: &View, manifest: &Manifest, now: DateTime<Utc>) -> Result<CheckRepo
         .map(|r| r.version.to_string())
         .next_back();
     let (os_update, passed_over) = os_update(v, manifest, &host, now);
-    // Only what `pull` can apply counts: extension builds for the running OS, or an OS release
-    // that is not blocked and not staged yet.
-    let update_available = p.differs_from(&current_builds(&v.state))
+    // Only what `pull` would apply counts, decided by `pull`'s own code: a change of the running
+    // OS's extension links (a blocked extension keeps its build), or an OS release that is not
+    // blocked and not staged yet.
+    let ext_change = match &plan {
+        Some(p) => extensions_to_apply(&v.machine, &v.state, p, &host, now)?.is_some(),
+        None => false,
+    };
+    let waiting = waiting_why(manifest, &host).filter(|_| os_update.is_none());
+    let update_available = ext_change
         || os_update
             .as_ref()
             .is_some_and(|o| o.blocked_by.is_empty() && !o.staged);
@@ -128,6 +140,7 @@ fn report(v: &View, manifest: &Manifest, now: DateTime<Utc>) -> Result<CheckRepo
         os_update,
         passed_over,
         update_available,
+        waiting,
         extensions,
     })
 }
@@ -165,6 +178,9 @@ fn print_human(report: &CheckReport) {
     }
     for k in &report.passed_over {
         println!("  passed over {}: {}", k.version, k.why);
+    }
+    if let Some(w) = &report.waiting {
+        println!("waiting: {w}");
     }
     println!("extensions for the running OS {}:", report.os_running);
     for e in &report.extensions {

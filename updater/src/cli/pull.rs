@@ -73,7 +73,7 @@ pub fn run(m: Machine, a: &Args, update: bool) -> anyhow::Result<u8> {
                 RebootOutcome::Signalled
             })
         }
-        Outcome::Extensions(_) => None,
+        Outcome::Extensions(_) | Outcome::Waiting { .. } => None,
     };
     notify::status(&summary(&outcome, reboot.as_ref()));
     if a.json {
@@ -83,6 +83,7 @@ pub fn run(m: Machine, a: &Args, update: bool) -> anyhow::Result<u8> {
     match &outcome {
         Outcome::Staged(r) => print_staged(r, reboot.as_ref()),
         Outcome::Extensions(report) => print_extensions(report),
+        Outcome::Waiting { why } => eprintln!("upd: waiting: {why}"),
     }
     Ok(exit::OK)
 }
@@ -112,6 +113,7 @@ fn summary(outcome: &Outcome, reboot: Option<&RebootOutcome>) -> String {
                 .collect();
             format!("switched: {}", moves.join(", "))
         }
+        Outcome::Waiting { why } => format!("waiting: {why}"),
     }
 }
 

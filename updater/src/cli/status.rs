@@ -182,6 +182,9 @@ fn print_head(st: &Status) {
         for k in &c.passed_over {
             println!("  passed over {}: {}", k.version, k.why);
         }
+        if let Some(w) = &c.waiting {
+            println!("waiting: {w}");
+        }
     }
     if !st.failed_releases.is_empty() {
         println!(

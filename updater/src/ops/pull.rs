@@ -60,6 +60,11 @@ pub enum Outcome {
     Extensions(PullReport),
     /// A new OS release staged in the inactive slot, waiting for a reboot.
     Staged(StageReport),
+    /// Nothing done: the channel lists no release for the running OS and none to move to.
+    Waiting {
+        /// Why, as `upd status` shows it.
+        why: String,
+    },
 }
 
 /// Run `upd pull`: stage a newer OS release, or bring the running OS's extensions up to date.
@@ -74,9 +79,20 @@ pub async fn pull(
     let host = s.machine.host()?;
     release::drop_withdrawn(s, &manifest, now)?;
     let (release, next) =
-        release::target_release(s, &manifest, &host, version, opts.allow_downgrade, now)?;
-    if let Some(next) = &next {
-        release::record_selection(&s.machine, next, now);
+        match release::target_release(s, &manifest, &host, version, opts.allow_downgrade, now) {
+            Err(Error::UnknownOs { .. }) if version.is_none() => {
+                // The channel does not list the running OS and offers nothing to move to: wait
+                // (exit 0) until it does, and say why in `upd status`.
+                let why = release::waiting_why(&manifest, &host).unwrap_or_default();
+                release::record_waiting(&s.machine, &why, now);
+                tracing::info!("{why}");
+                return Ok(Outcome::Waiting { why });
+            }
+            r => r?,
+        };
+    match &next {
+        Some(next) => release::record_selection(&s.machine, next, now),
+        None => release::clear_waiting(&s.machine),
     }
     // The new OS booted but is not marked good: nothing else moves until it is (or is sent back).
     if let Some(p) = s.state.pending.as_ref() {
@@ -89,9 +105,11 @@ pub async fn pull(
             Err(Error::Gated { release, blockers }) if version.is_none() => {
                 // A blocked OS release holds nothing else back: the running OS's own builds
                 // still apply (as `check` counts them); the OS update stays blocked and says so.
-                let running = session::running_release(&manifest, &host)?;
-                let report = pull_extensions(s, running, &host, progress, now).await?;
-                tracing::info!(release = %running.version, changed = ?report.changed, blocked = %release, "extensions of the running OS are up to date; the OS update stays blocked");
+                // (A running OS the channel does not list has no builds to apply.)
+                if let Ok(running) = session::running_release(&manifest, &host) {
+                    let report = pull_extensions(s, running, &host, progress, now).await?;
+                    tracing::info!(release = %running.version, changed = ?report.changed, blocked = %release, "extensions of the running OS are up to date; the OS update stays blocked");
+                }
                 Err(Error::Gated { release, blockers })
             }
             staged => Ok(Outcome::Staged(staged?)),
@@ -122,12 +140,10 @@ async fn pull_extensions(
         resumed: 0,
         reconciled: format!("{:?}", s.reconciled),
     };
-    let (target, to) = target_generation(&m, &s.state, &plan, &host, now);
-    let current = current_links_of(&m, &s.state, &to)?;
-    if current == to {
+    let Some((target, to)) = extensions_to_apply(&m, &s.state, &plan, &host, now)? else {
         tracing::info!(release = %release.version, "extensions are up to date");
         return Ok(report);
-    }
+    };
     let mut moved = Downloaded::default();
     let new_files = store::download(&m, &fetcher, &plan, progress, &mut moved).await?;
     report.downloaded = moved.bytes;
@@ -143,6 +159,22 @@ async fn pull_extensions(
     let target = Generation { id, ..target };
     switch::switch(&m, &mut s.state, target, to, now)?;
     Ok(report)
+}
+
+/// What `pull` would change among the running OS's extensions: the generation and links `plan`
+/// leads to (blocked extensions keep their build, disabled ones are unlinked), or `None` when the
+/// links on the machine are those already. `pull` applies exactly this and `check` reports it
+/// (its exit 100), so the two never disagree. Reads only.
+pub fn extensions_to_apply(
+    m: &Machine,
+    state: &State,
+    plan: &Plan,
+    host: &Host,
+    now: DateTime<Utc>,
+) -> Result<Option<(Generation, LinkSet)>, Error> {
+    let (target, to) = target_generation(m, state, plan, host, now);
+    let current = current_links_of(m, state, &to)?;
+    Ok((current != to).then_some((target, to)))
 }
 
 fn current_links_of(m: &Machine, state: &State, to: &LinkSet) -> Result<LinkSet, Error> {

@@ -50,6 +50,22 @@ pub fn target_release<'a>(
     Ok((release, Some(next)))
 }
 
+/// Why a machine whose running OS its channel does not list (after `upd channel` to a channel
+/// without it) waits: `None` when the channel lists the running release. Such a machine still
+/// moves to a release the channel offers it ([`target_release`] chooses it); only when there is
+/// none does it wait, exiting 0, until there is.
+pub fn waiting_why(manifest: &Manifest, host: &Host) -> Option<String> {
+    if manifest.release(&host.version).is_some() {
+        return None;
+    }
+    Some(format!(
+        "channel {} lists no release for the running OS {} and none this machine can move to yet (it lists: {}); waiting until it does",
+        manifest.channel,
+        host.version,
+        known_releases(manifest)
+    ))
+}
+
 /// The release an operator named: in the channel, not withdrawn (unless running), not older
 /// than the running one unless `allow_downgrade`.
 fn asked_for<'a>(
@@ -139,6 +155,10 @@ pub struct LastSelection {
     pub target: Option<String>,
     /// Newer releases passed over and why (waves say when this machine becomes eligible).
     pub passed_over: Vec<select::Skipped>,
+    /// Why this machine is waiting instead of following the channel (the channel lists no
+    /// release for the running OS and none to move to).
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
 /// Record what `next` chose, for `upd status` (a failure to write is only logged).
@@ -147,8 +167,31 @@ pub fn record_selection(m: &Machine, next: &Next<'_>, now: DateTime<Utc>) {
         at: now,
         target: next.selected.map(|r| r.version.to_string()),
         passed_over: next.skipped.clone(),
+        waiting: None,
     };
-    let bytes = serde_json::to_vec_pretty(&rec).expect("plain struct");
+    write_selection(m, &rec);
+}
+
+/// Record that this machine waits, and why, for `upd status` (a failure to write is only logged).
+pub fn record_waiting(m: &Machine, why: &str, now: DateTime<Utc>) {
+    let rec = LastSelection {
+        at: now,
+        target: None,
+        passed_over: Vec::new(),
+        waiting: Some(why.to_string()),
+    };
+    write_selection(m, &rec);
+}
+
+/// Forget a recorded wait (the channel lists the running release again).
+pub fn clear_waiting(m: &Machine) {
+    if last_selection(m).is_some_and(|l| l.waiting.is_some()) {
+        let _ = fs::remove_file(m.state_dir().join(SELECTION_FILE));
+    }
+}
+
+fn write_selection(m: &Machine, rec: &LastSelection) {
+    let bytes = serde_json::to_vec_pretty(rec).expect("plain struct");
     let path = m.state_dir().join(SELECTION_FILE);
     if let Err(e) = upd_durable::atomic_write(&path, &bytes, 0o644) {
         tracing::warn!(error = %e, "could not record the selection");

@@ -2,7 +2,6 @@
 //! that change it, a [`View`] (state as it is, nothing written) for the ones that only look, and
 //! what both need: the fetcher, the channel check, the enabled extensions and the phase.
 
-use std::collections::BTreeMap;
 use std::fs;
 
 use chrono::{DateTime, Utc};
@@ -185,14 +184,4 @@ pub fn known_releases(manifest: &Manifest) -> String {
         .map(|r| r.version.to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Name → sha256 of the active generation's builds.
-pub fn current_builds(state: &State) -> BTreeMap<String, String> {
-    state
-        .active
-        .iter()
-        .flat_map(|g| g.extensions.iter())
-        .map(|(n, e)| (n.clone(), e.sha256.clone()))
-        .collect()
 }

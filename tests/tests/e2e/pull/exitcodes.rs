@@ -150,3 +150,29 @@ fn a_bad_reboot_window_is_refused_when_the_configuration_is_loaded() {
         "a refused configuration changed the machine"
     );
 }
+
+#[test]
+fn default_verbosity_is_quiet_and_an_invalid_upd_log_is_refused_naming_it() {
+    // Issue 10, defect 12: `check` at default verbosity (no UPD_LOG, no -v) prints its report
+    // and no log line; an invalid UPD_LOG is a usage error (2) naming the filter, not ignored.
+    if !require_root() {
+        return;
+    }
+    let rig = rig_at_v1();
+    let out = rig
+        .upd_cmd(&["check"], &[])
+        .env_remove("UPD_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
+    assert!(
+        out.stderr.is_empty(),
+        "no log line at default verbosity:\n{}",
+        text_of(&out)
+    );
+    assert!(!out.stdout.is_empty(), "the report is printed");
+    let out = rig.upd(&["check"], &[("UPD_LOG", "upd=loud")]);
+    let text = text_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("invalid UPD_LOG filter 'upd=loud'"), "{text}");
+}
