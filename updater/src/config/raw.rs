@@ -111,6 +111,26 @@ fn unquote(v: &str) -> Result<String, &'static str> {
     Ok(rest[..close].to_string())
 }
 
+/// The line `KEY=VALUE` that [`parse_text`] reads back as exactly `key` and `value`: the value
+/// is quoted when it would otherwise lose something (blanks at either end, a leading quote, a
+/// ` #` that would start a comment), with the quote character it does not contain. `None` when
+/// no line can say it: a line break in the value, or a value that needs quoting and holds both
+/// quote characters (no value read from a file is either).
+pub fn render_line(key: &str, value: &str) -> Option<String> {
+    if value.contains('\n') {
+        return None;
+    }
+    let plain = value.trim() == value
+        && !value.starts_with(['"', '\''])
+        && !value.contains(" #")
+        && !value.contains("\t#");
+    if plain {
+        return Some(format!("{key}={value}"));
+    }
+    let quote = ['"', '\''].into_iter().find(|q| !value.contains(*q))?;
+    Some(format!("{key}={quote}{value}{quote}"))
+}
+
 /// Read and parse one configuration file.
 pub fn read_file(path: &Path) -> Result<Vec<Entry>, ConfigError> {
     read_lines(path)?.into_iter().collect()
