@@ -66,8 +66,13 @@ pub fn window(data: &[u8]) {
     let back: Window = canonical.parse().expect("the canonical spelling parses");
     assert_eq!(back, w, "{canonical}");
     assert_eq!(back.to_string(), canonical);
-    let local: NaiveDateTime = DateTime::from_timestamp(stamp * 60, 0).expect("in range").naive_utc();
+    let local: NaiveDateTime = DateTime::from_timestamp(stamp * 60, 0)
+        .expect("in range")
+        .naive_utc();
     let next = w.next_start(local);
-    assert!(w.contains(next), "{canonical}: next start {next} after {local} is outside");
+    assert!(
+        w.contains(next),
+        "{canonical}: next start {next} after {local} is outside"
+    );
     assert!(next >= local.with_nanosecond(0).unwrap_or(local) && (next - local).num_days() <= 7);
 }

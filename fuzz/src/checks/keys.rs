@@ -19,7 +19,9 @@ fn trust() -> &'static (SigningKey, TrustedRoot) {
         let expires = Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap();
         let doc = RootDocument::new(1, expires, &[root_key.public()], 1, &[channel.public()], 1)
             .expect("root");
-        let bytes = upd_keys::sign_root(&doc, &[&root_key]).expect("sign").to_json_bytes();
+        let bytes = upd_keys::sign_root(&doc, &[&root_key])
+            .expect("sign")
+            .to_json_bytes();
         let root = TrustedRoot::from_shipped(&bytes, expires).expect("root");
         (channel, root)
     })
@@ -45,14 +47,20 @@ pub fn envelope(data: &[u8]) {
 /// the payload; it never rotates onto itself; a root document alone round-trips.
 pub fn root(data: &[u8]) {
     if let Ok(doc) = RootDocument::from_json(data) {
-        assert_eq!(RootDocument::from_json(&doc.to_json_bytes()).expect("round trip"), doc);
+        assert_eq!(
+            RootDocument::from_json(&doc.to_json_bytes()).expect("round trip"),
+            doc
+        );
     }
     let now = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
     let Ok(root) = TrustedRoot::from_shipped(data, now) else {
         return;
     };
     root.document().validate().expect("a trusted root is valid");
-    assert!(root.rotate(data, now).is_err(), "a root rotated onto itself");
+    assert!(
+        root.rotate(data, now).is_err(),
+        "a root rotated onto itself"
+    );
     assert_eq!(root.envelope_bytes(), data);
 }
 
@@ -68,7 +76,10 @@ pub fn manifest(data: &[u8]) {
         highest_serial: Some(3),
         now,
     };
-    assert!(verify_manifest(data, root, expect).is_err(), "unsigned bytes verified");
+    assert!(
+        verify_manifest(data, root, expect).is_err(),
+        "unsigned bytes verified"
+    );
     let Ok(m) = Manifest::from_bytes(data) else {
         return;
     };
@@ -82,12 +93,8 @@ pub fn manifest(data: &[u8]) {
             assert!(p.starts_with(base) && !p.components().any(|c| c.as_os_str() == ".."));
         }
     }
-    let signed = Envelope::sign(
-        upd_channels::manifest::MANIFEST_PAYLOAD_TYPE,
-        data,
-        &[key],
-    )
-    .to_json_bytes();
+    let signed =
+        Envelope::sign(upd_channels::manifest::MANIFEST_PAYLOAD_TYPE, data, &[key]).to_json_bytes();
     let verdict = verify_manifest(&signed, root, expect);
     let should = m.expires > now && m.channel == stable && m.serial >= 3;
     match verdict {

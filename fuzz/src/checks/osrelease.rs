@@ -30,7 +30,10 @@ pub fn osrelease(data: &[u8]) {
     };
     let back = OsRelease::parse(&render(&ext)).expect("a rendered os-release parses");
     assert_eq!(back, ext, "rendered as {:?}", render(&ext));
-    let half = text.char_indices().nth(text.chars().count() / 2).map_or(0, |(i, _)| i);
+    let half = text
+        .char_indices()
+        .nth(text.chars().count() / 2)
+        .map_or(0, |(i, _)| i);
     if let Ok(host) = OsRelease::parse(&text[..half]) {
         if let Ok(host) = HostIdentity::from_os_release(&host, "x86-64") {
             let _ = compat::check("ext.raw", "ext", &ext, &host);

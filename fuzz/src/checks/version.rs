@@ -13,7 +13,11 @@ pub fn version(data: &[u8]) {
     let vs: Vec<OsVersion> = text
         .split('\n')
         .take(3)
-        .filter_map(|s| OsVersion::parse(s).ok().inspect(|v| assert_eq!(v.as_str(), s)))
+        .filter_map(|s| {
+            OsVersion::parse(s)
+                .ok()
+                .inspect(|v| assert_eq!(v.as_str(), s))
+        })
         .collect();
     for a in &vs {
         assert_eq!(a.cmp(a), Ordering::Equal, "{a} vs itself");

@@ -24,9 +24,7 @@ pub fn run(root: &Root, config: Option<&Path>, set: &[String], a: &Args) -> anyh
     // Each value as a line that reads back as that value (quoted where it has to be).
     let lines: Vec<String> = settings
         .iter()
-        .map(|e| {
-            render_line(e.key, &e.value).unwrap_or_else(|| format!("{}={}", e.key, e.value))
-        })
+        .map(|e| render_line(e.key, &e.value).unwrap_or_else(|| format!("{}={}", e.key, e.value)))
         .collect();
     let width = lines.iter().map(String::len).max().unwrap_or(0);
     for (line, e) in lines.iter().zip(&settings) {

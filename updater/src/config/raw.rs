@@ -217,7 +217,9 @@ mod tests {
         // `upd config` printed `BOOTED_SLOT=A #1  # source`, which reads back as "A", and
         // `DISK=  # default`, which reads back as "# default": a value that is empty, has ` #`,
         // blanks at an end or a leading quote is quoted (the fuzz target's property).
-        for value in ["plain", "A #1", " x", "x\t", "\"q", "'q", "a\"b #c", "", "a#b"] {
+        for value in [
+            "plain", "A #1", " x", "x\t", "\"q", "'q", "a\"b #c", "", "a#b",
+        ] {
             let line = render_line("K", value).unwrap();
             let e = parse(&format!("{line}  # /etc/upd/upd.conf:1\n")).unwrap();
             assert_eq!(e[0].value, value, "{line}");
