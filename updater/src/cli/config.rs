@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{exit, print_json};
-use crate::config::{explain, Root};
+use crate::config::{explain, render_line, Root};
 
 /// Options of `config`.
 #[derive(Debug, clap::Args)]
@@ -21,13 +21,13 @@ pub fn run(root: &Root, config: Option<&Path>, set: &[String], a: &Args) -> anyh
         print_json(&serde_json::json!({ "settings": settings }))?;
         return Ok(exit::OK);
     }
-    let width = settings
+    // Each value as a line that reads back as that value (quoted where it has to be).
+    let lines: Vec<String> = settings
         .iter()
-        .map(|e| e.key.len() + e.value.len() + 1)
-        .max()
-        .unwrap_or(0);
-    for e in &settings {
-        let line = format!("{}={}", e.key, e.value);
+        .map(|e| render_line(e.key, &e.value).unwrap_or_else(|| format!("{}={}", e.key, e.value)))
+        .collect();
+    let width = lines.iter().map(String::len).max().unwrap_or(0);
+    for (line, e) in lines.iter().zip(&settings) {
         println!("{line:width$}  # {}", e.source);
     }
     Ok(exit::OK)

@@ -109,11 +109,14 @@ impl Settings {
         let join = |v: Vec<String>| v.join(" ");
         let path = |p: &Path| p.display().to_string();
         match key {
-            "SERVER" => self
-                .server
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
+            // The repository and its mirrors, in order: SERVER takes them all.
+            "SERVER" => join(
+                self.server
+                    .iter()
+                    .chain(&self.mirrors)
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
             "CHANNEL" => self.channel.to_string(),
             "EXTENSIONS" => join(
                 self.extensions
@@ -198,7 +201,7 @@ mod tests {
     fn every_value_written_back_reads_the_same() {
         // A configuration that moves every key off its default; what `upd config` prints must
         // load into the same settings (so the printed values are the effective ones).
-        let text = "SERVER=https://u.example/r\nCHANNEL=beta\nEXTENSIONS=a b:~1.2\nGROUP=g\n\
+        let text = "SERVER=https://u.example/r https://m.example/r\nCHANNEL=beta\nEXTENSIONS=a b:~1.2\nGROUP=g\n\
             STORE_DIR=/s\nLINK_DIR=/l\nSTATE_DIR=/st\nKEYS_DIR=/k\nMACHINE_ID_PATH=/m\n\
             SYSEXT_BIN=/x\nHEALTH_DIR=/h\nREBOOT_STRATEGY=etcd-lock\nREBOOT_WINDOW=Mon-Fri 02:00 1h30m\n\
             FLEET_LOCK_URL=http://f/\nETCD_ENDPOINTS=http://e1:2379/ http://e2:2379/\n\

@@ -23,7 +23,7 @@ use semver::VersionReq;
 
 pub use dropin::{set_channel, set_extension_enabled, CHANNEL_DROPIN, EXTENSIONS_DROPIN};
 pub use explain::{explain, Effective, KEYS};
-pub use raw::{Entry, Origin};
+pub use raw::{parse_lines, parse_text, render_line, Entry, Origin};
 pub use root::Root;
 pub use tolerant::LOCATION_KEYS;
 pub use values::{Name, RebootStrategy};

@@ -111,6 +111,28 @@ fn unquote(v: &str) -> Result<String, &'static str> {
     Ok(rest[..close].to_string())
 }
 
+/// The line `KEY=VALUE` that [`parse_text`] reads back as exactly `key` and `value`: the value
+/// is quoted when it would otherwise lose something (empty, blanks at either end, a leading
+/// quote, a ` #` that would start a comment), with the quote character it does not contain. `None` when
+/// no line can say it: a line break in the value, or a value that needs quoting and holds both
+/// quote characters (no value read from a file is either).
+pub fn render_line(key: &str, value: &str) -> Option<String> {
+    if value.contains('\n') {
+        return None;
+    }
+    // An empty value is quoted too: `KEY=  # comment` would read as "# comment".
+    let plain = !value.is_empty()
+        && value.trim() == value
+        && !value.starts_with(['"', '\''])
+        && !value.contains(" #")
+        && !value.contains("\t#");
+    if plain {
+        return Some(format!("{key}={value}"));
+    }
+    let quote = ['"', '\''].into_iter().find(|q| !value.contains(*q))?;
+    Some(format!("{key}={quote}{value}{quote}"))
+}
+
 /// Read and parse one configuration file.
 pub fn read_file(path: &Path) -> Result<Vec<Entry>, ConfigError> {
     read_lines(path)?.into_iter().collect()
@@ -188,6 +210,22 @@ mod tests {
         assert!(err.contains(":1") && err.contains("unterminated"), "{err}");
         let err = parse("A=\"x\" y\n").unwrap_err().to_string();
         assert!(err.contains("after the closing quote"), "{err}");
+    }
+
+    #[test]
+    fn rendered_lines_read_back_as_the_same_value() {
+        // `upd config` printed `BOOTED_SLOT=A #1  # source`, which reads back as "A", and
+        // `DISK=  # default`, which reads back as "# default": a value that is empty, has ` #`,
+        // blanks at an end or a leading quote is quoted (the fuzz target's property).
+        for value in [
+            "plain", "A #1", " x", "x\t", "\"q", "'q", "a\"b #c", "", "a#b",
+        ] {
+            let line = render_line("K", value).unwrap();
+            let e = parse(&format!("{line}  # /etc/upd/upd.conf:1\n")).unwrap();
+            assert_eq!(e[0].value, value, "{line}");
+        }
+        assert_eq!(render_line("K", "a\nb"), None);
+        assert_eq!(render_line("K", " \"'"), None);
     }
 
     #[test]

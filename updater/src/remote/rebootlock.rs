@@ -13,7 +13,7 @@
 
 pub mod etcd;
 pub mod fleetlock;
-mod gateway;
+pub mod gateway;
 pub mod semaphore;
 
 pub use etcd::EtcdLock;

@@ -110,8 +110,9 @@ impl FleetLock {
     }
 }
 
-/// The reason of a refusal: the server's `kind: value`, else the status and body text.
-fn reason(status: StatusCode, body: &[u8]) -> String {
+/// The reason of a refusal (an untrusted body): the server's `kind: value`, else the status and
+/// at most 200 characters of the body text.
+pub fn reason(status: StatusCode, body: &[u8]) -> String {
     if let Ok(r) = serde_json::from_slice::<Rejection>(body) {
         format!("{}: {} (HTTP {})", r.kind, r.value, status.as_u16())
     } else {

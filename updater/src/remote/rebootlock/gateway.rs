@@ -96,16 +96,7 @@ impl Gateway {
             path: PATH,
             why,
         };
-        let answer: RangeAnswer = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-        let kv = match answer.kvs.into_iter().next() {
-            None => None,
-            Some(raw) => Some(Kv {
-                value: B64
-                    .decode(raw.value)
-                    .map_err(|e| bad(format!("value is not base64: {e}")))?,
-                mod_revision: raw.mod_revision,
-            }),
-        };
+        let kv = decode_range(&body).map_err(bad)?;
         Ok((endpoint, kv))
     }
 
@@ -129,13 +120,12 @@ impl Gateway {
         let put = json!({ "request_put": { "key": key, "value": B64.encode(value) } });
         let txn = json!({ "compare": [compare], "success": [put] });
         let (endpoint, body) = self.post(PATH, txn).await?;
-        let answer: TxnAnswer =
-            serde_json::from_slice(&body).map_err(|e| RebootLockError::EtcdBadAnswer {
-                endpoint: endpoint.to_string(),
-                path: PATH,
-                why: e.to_string(),
-            })?;
-        Ok((endpoint, answer.succeeded))
+        let succeeded = decode_txn(&body).map_err(|why| RebootLockError::EtcdBadAnswer {
+            endpoint: endpoint.to_string(),
+            path: PATH,
+            why,
+        })?;
+        Ok((endpoint, succeeded))
     }
 
     /// POST `body` to `path` on the first endpoint that can be reached; returns it and the 200 body.
@@ -194,8 +184,31 @@ impl Gateway {
     }
 }
 
-/// etcd's `{"error":..,"message":..,"code":..}` message, else the body as text.
-fn error_message(body: &[u8]) -> String {
+/// The first key of a `/v3/kv/range` answer (an untrusted body), or None when the key is absent;
+/// the error says what is wrong with the body.
+pub fn decode_range(body: &[u8]) -> Result<Option<Kv>, String> {
+    let answer: RangeAnswer = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let Some(raw) = answer.kvs.into_iter().next() else {
+        return Ok(None);
+    };
+    let value = B64
+        .decode(raw.value)
+        .map_err(|e| format!("value is not base64: {e}"))?;
+    Ok(Some(Kv {
+        value,
+        mod_revision: raw.mod_revision,
+    }))
+}
+
+/// Whether a `/v3/kv/txn` answer (an untrusted body) says the transaction's compare held.
+pub fn decode_txn(body: &[u8]) -> Result<bool, String> {
+    let answer: TxnAnswer = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    Ok(answer.succeeded)
+}
+
+/// etcd's `{"error":..,"message":..,"code":..}` message, else the body as text (at most 200
+/// characters of it).
+pub fn error_message(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct EtcdError {
         message: String,
