@@ -63,20 +63,65 @@ pub fn of_op(e: &Error) -> u8 {
     }
 }
 
-/// The name of an exit code, the `kind` of a `--json` error.
+/// Every documented exit code: its number, its name (the `kind` of a `--json` error) and what it
+/// means. `upd --help` and upd(8) print this table; [`kind`] reads it.
+pub const TABLE: [(u8, &str, &str); 10] = [
+    (OK, "ok", "success (for `check`: nothing new)"),
+    (
+        FAILURE,
+        "failure",
+        "a failure not listed below (configuration, output, ...)",
+    ),
+    (USAGE, "usage", "bad command line"),
+    (LOCKED, "locked", "another upd holds the lock"),
+    (
+        REFUSED,
+        "refused",
+        "the channel was refused: a fetched document failed its check",
+    ),
+    (
+        INCOMPATIBLE,
+        "incompatible",
+        "an image would not merge on this host, or differs from its manifest",
+    ),
+    (
+        ROLLED_BACK,
+        "rolled_back",
+        "the new set did not merge as expected and was switched back",
+    ),
+    (
+        DOWNLOAD,
+        "download",
+        "a download failed (no answer, timeout, HTTP error, hash, size, space)",
+    ),
+    (
+        BLOCKED,
+        "blocked",
+        "an OS release is blocked: an enabled extension has no build for it",
+    ),
+    (
+        UPDATE_AVAILABLE,
+        "update_available",
+        "`check`: an update is available",
+    ),
+];
+
+/// The name of an exit code, the `kind` of a `--json` error (`failure` for a code not in
+/// [`TABLE`]).
 pub fn kind(code: u8) -> &'static str {
-    match code {
-        OK => "ok",
-        USAGE => "usage",
-        LOCKED => "locked",
-        REFUSED => "refused",
-        INCOMPATIBLE => "incompatible",
-        ROLLED_BACK => "rolled_back",
-        DOWNLOAD => "download",
-        BLOCKED => "blocked",
-        UPDATE_AVAILABLE => "update_available",
-        _ => "failure",
+    TABLE
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or("failure", |(_, name, _)| name)
+}
+
+/// The exit-code section of `upd --help`, one line per code of [`TABLE`].
+pub fn help() -> String {
+    let mut s = String::from("Exit codes:\n");
+    for (code, name, meaning) in TABLE {
+        s += &format!("  {code:>3}  {name:<16} {meaning}\n");
     }
+    s
 }
 
 #[cfg(test)]

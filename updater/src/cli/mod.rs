@@ -28,7 +28,7 @@ mod status;
 
 /// upd: atomic OS and system-extension updates from a signed channel.
 #[derive(Debug, Parser)]
-#[command(name = "upd", version, about)]
+#[command(name = "upd", version, about, after_help = exit::help())]
 pub struct Cli {
     /// Operate on the machine rooted at DIR (like systemd-sysext --root).
     #[arg(long, global = true, value_name = "DIR", default_value = "/")]
@@ -79,6 +79,25 @@ enum Command {
 const SET_AFTER: &str = "set_after_subcommand";
 
 impl Cli {
+    /// The whole command line as parsed, each subcommand with its own `--set` (what the man
+    /// pages and completions are generated from).
+    pub fn full_command() -> clap::Command {
+        fn with_set(c: clap::Command) -> clap::Command {
+            c.mut_subcommands(|sc| {
+            with_set(
+                sc.arg(
+                    clap::Arg::new(SET_AFTER)
+                        .long("set")
+                        .value_name("KEY=VALUE")
+                        .action(clap::ArgAction::Append)
+                        .help("Override a setting, KEY=VALUE (repeatable; adds to those given before the subcommand)"),
+                ),
+            )
+        })
+        }
+        with_set(Cli::command())
+    }
+
     /// Parse `args`. `--set` is not a clap global: a global's values given after the
     /// subcommand replace those given before it, so every subcommand gets its own `--set`
     /// and the values are appended in command-line order.
@@ -87,20 +106,7 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        fn with_set(c: clap::Command) -> clap::Command {
-            c.mut_subcommands(|sc| {
-                with_set(
-                    sc.arg(
-                        clap::Arg::new(SET_AFTER)
-                            .long("set")
-                            .value_name("KEY=VALUE")
-                            .action(clap::ArgAction::Append)
-                            .help("Override a setting, KEY=VALUE (repeatable; adds to those given before the subcommand)"),
-                    ),
-                )
-            })
-        }
-        let matches = with_set(Cli::command()).try_get_matches_from(args)?;
+        let matches = Cli::full_command().try_get_matches_from(args)?;
         let mut cli = Cli::from_arg_matches(&matches)?;
         let mut sub = matches.subcommand();
         while let Some((_, m)) = sub {
@@ -231,6 +237,19 @@ mod tests {
         use clap::CommandFactory;
         super::Cli::parse_from_args(["upd", "ext", "enable", "x", "--set", "A=1"]).unwrap();
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_every_exit_code() {
+        use clap::CommandFactory;
+        let help = super::Cli::command().render_long_help().to_string();
+        for (code, name, _) in super::exit::TABLE {
+            assert!(
+                help.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{code}  {name} "))),
+                "exit code {code} ({name}) missing from upd --help:\n{help}"
+            );
+        }
     }
 
     #[test]

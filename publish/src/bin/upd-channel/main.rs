@@ -3,6 +3,7 @@
 mod add_release;
 mod barrier;
 mod common;
+mod generate_docs;
 mod init;
 mod keygen;
 mod pause;
@@ -17,7 +18,7 @@ mod withdraw;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Publish signed upd channels: a static directory any HTTP server can serve.
 #[derive(Debug, Parser)]
@@ -60,6 +61,9 @@ enum Command {
     Promote(promote::Args),
     /// Show a channel's releases: flags and the share of the fleet each rollout reaches now.
     Status(status::Args),
+    /// Write the man pages and shell completions to a directory (scripts/gen-docs).
+    #[command(hide = true)]
+    GenerateDocs(generate_docs::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Barrier(a) => barrier::run(a),
         Command::Promote(a) => promote::run(a),
         Command::Status(a) => status::run(a),
+        Command::GenerateDocs(a) => generate_docs::run(a, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
