@@ -22,11 +22,14 @@ fn each_seed(target: &str, check: fn(&[u8])) {
     assert!(n > 0, "no seed in {}", dir.display());
 }
 
+/// A fuzz target's property check: panics on an input that breaks it.
+type Check = fn(&[u8]);
+
 #[test]
 fn every_seed_corpus_passes_its_fuzz_check() {
     // Each target's seeds, real fixtures (Debian's os-release, the example configuration, an
     // etcd answer, a manifest of the schema), through the target's own property check.
-    let targets: [(&str, fn(&[u8])); 9] = [
+    let targets: [(&str, Check); 9] = [
         ("version", checks::version),
         ("osrelease", checks::osrelease),
         ("config", checks::config),
