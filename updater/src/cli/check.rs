@@ -121,12 +121,14 @@ fn report(v: &View, manifest: &Manifest, now: DateTime<Utc>) -> Result<CheckRepo
         .next_back();
     let (os_update, passed_over) = os_update(v, manifest, &host, now);
     // Only what `pull` would apply counts, decided by `pull`'s own code: a change of the running
-    // OS's extension links (a blocked extension keeps its build), or an OS release that is not
-    // blocked and not staged yet.
-    let ext_change = match &plan {
-        Some(p) => extensions_to_apply(&v.machine, &v.state, p, &host, now)?.is_some(),
-        None => false,
-    };
+    // OS's extension links (a blocked extension keeps its build), a switch cut short (its journal
+    // is still in the state: `pull` finishes or undoes it first, so the merged set changes), or an
+    // OS release that is not blocked and not staged yet.
+    let ext_change = v.state.journal.is_some()
+        || match &plan {
+            Some(p) => extensions_to_apply(&v.machine, &v.state, p, &host, now)?.is_some(),
+            None => false,
+        };
     let waiting = waiting_why(manifest, &host).filter(|_| os_update.is_none());
     let update_available = ext_change
         || os_update
