@@ -2,6 +2,7 @@
 //! staging, simulated reboots through a gptprio boot loader, mark-good, fallback, rollback, kills.
 
 mod cycle; // issue tests 1, 2, 3, 6: stage v2 with set B, reboot, mark-good, failed boot falls back, rollback
+mod jsondocs; // docs/json.md lists exactly the fields of every --json document, emitted through an OS cycle and a failure
 mod kills; // issue test 5: SIGKILL at every step of stage, boot, mark-good and rollback, and between the two GPT copies; the next boot merges one whole set
 pub(crate) mod node; // one machine booted from a slot of its own disk, the real upd run inside it, what it shows
 mod refusals; // issue test 4: blocked extension (the running OS's builds still apply), mislabelled extension, OS image that lies, too large or corrupted: nothing switches

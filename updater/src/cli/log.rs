@@ -101,7 +101,8 @@ pub fn init(verbose: u8) -> Result<(), FilterError> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if stderr_is_journal() {
-        fmt.event_format(JournalLine).init();
+        // No colour codes: journald stores the bytes as they come.
+        fmt.with_ansi(false).event_format(JournalLine).init();
     } else {
         fmt.with_ansi(std::io::stderr().is_terminal())
             .with_target(false)

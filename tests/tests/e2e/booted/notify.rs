@@ -97,6 +97,17 @@ fn status_and_errors_reach_systemd(suite: Suite) {
     );
     let st = status_text(&rig);
     assert!(st.starts_with("failed (refused, exit 4): "), "{st:?}");
+    let out = rig.c.exec(&[
+        "systemctl",
+        "status",
+        "--no-pager",
+        "-n",
+        "0",
+        "upd.service",
+    ]);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(shown.contains(&format!("Status: \"{st}\"")), "{shown}");
+    eprintln!("--- systemctl status upd.service after the refusal:\n{shown}");
     let warned = rig.c.ok(&[
         "journalctl",
         "-b",
@@ -115,6 +126,11 @@ fn status_and_errors_reach_systemd(suite: Suite) {
         "no upd error line at priority warning or above:\n{warned}\nwhole journal:\n{log}"
     );
     eprintln!("--- journalctl -p warning -u upd.service:\n{warned}");
+    // Fields are plain text: no terminal colour codes reach the journal.
+    assert!(
+        !warned.contains('\u{1b}'),
+        "ANSI escapes in the journal:\n{warned:?}"
+    );
     // Info lines stay below: the warning view holds no download chatter.
     assert!(!warned.contains("download started"), "{warned}");
     rig.finish();
