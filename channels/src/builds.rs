@@ -1,5 +1,5 @@
-//! Choosing the extension builds for a release: a pure function of the manifest, the host and
-//! the enabled extensions.
+//! Choosing the extension builds for a release: a pure function of the manifest, the host, the
+//! enabled extensions and the builds' rollout (what this machine may take now).
 
 use std::collections::BTreeMap;
 
@@ -27,6 +27,38 @@ pub struct Choice {
     pub build: Option<ExtBuild>,
     /// Why no build qualifies (or why the newest one was passed over).
     pub problem: Option<String>,
+    /// A newer build that qualifies but that this machine may not take yet, and why (its waves
+    /// have not reached this machine, or its rollout is paused).
+    pub waiting: Option<String>,
+}
+
+/// What this machine may take: each build's rollout admission, and the builds it runs.
+pub struct Admission<'a> {
+    /// `Ok` when this machine may take the build now, else why not (see
+    /// [`crate::select::build_wave_check`]).
+    pub admit: &'a dyn Fn(&ExtBuild) -> Result<(), String>,
+    /// Extension name → SHA-256 (hex) of the build running now. A running build that is not
+    /// withdrawn stays a candidate even when its rollout is paused or its waves are later for
+    /// this machine: a pause starts no one, it sends no one back.
+    pub running: &'a BTreeMap<String, String>,
+}
+
+impl Admission<'_> {
+    /// Every build admitted (no waves apply: a release or build pulled by version), the
+    /// withdrawn ones excepted.
+    pub fn bypass() -> Admission<'static> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        Admission {
+            admit: &|b: &ExtBuild| {
+                if b.withdrawn {
+                    Err("withdrawn by the publisher".into())
+                } else {
+                    Ok(())
+                }
+            },
+            running: &NONE,
+        }
+    }
 }
 
 /// The builds chosen for one release.
@@ -59,44 +91,68 @@ impl Plan {
     }
 }
 
-/// Choose, for each wanted extension, the newest build of `release` that meets its requirement
-/// and that systemd-sysext would merge on `host` (judged from the manifest's declared identity;
-/// the image itself is checked again after download).
-pub fn plan(release: &Release, host: &HostIdentity, wanted: &[Wanted]) -> Plan {
-    let choices = wanted.iter().map(|w| choose(release, host, w)).collect();
+/// Choose, for each wanted extension, the newest build of `release` that meets its requirement,
+/// that systemd-sysext would merge on `host` (judged from the manifest's declared identity; the
+/// image itself is checked again after download) and that this machine may take now (`adm`: its
+/// rollout admits the machine, or the machine runs it already and it is not withdrawn).
+pub fn plan(release: &Release, host: &HostIdentity, wanted: &[Wanted], adm: &Admission) -> Plan {
+    let choices = wanted
+        .iter()
+        .map(|w| choose(release, host, w, adm))
+        .collect();
     Plan {
         release: release.version.clone(),
         choices,
     }
 }
 
-fn choose(release: &Release, host: &HostIdentity, w: &Wanted) -> Choice {
+fn choose(release: &Release, host: &HostIdentity, w: &Wanted, adm: &Admission) -> Choice {
     let all: Vec<&ExtBuild> = release.builds_of(&w.name).collect();
     let mut first_refusal = None;
+    let mut waiting = None;
     for b in all.iter().filter(|b| w.req.matches(&b.version)) {
         let image = format!("{}.raw", b.name);
-        match compat::check(&image, b.name.as_str(), &b.release.to_release(), host) {
-            Ok(()) => {
-                return Choice {
-                    name: w.name.clone(),
-                    build: Some((*b).clone()),
-                    problem: None,
-                }
-            }
-            Err(e) => {
-                first_refusal.get_or_insert_with(|| format!("{} {}: {e}", b.name, b.version));
-            }
+        if let Err(e) = compat::check(&image, b.name.as_str(), &b.release.to_release(), host) {
+            first_refusal.get_or_insert_with(|| format!("{} {}: {e}", b.name, b.version));
+            continue;
         }
+        let runs_it = adm
+            .running
+            .get(b.name.as_str())
+            .is_some_and(|sha| *sha == b.image.sha256.to_hex());
+        match (adm.admit)(b) {
+            Err(_) if runs_it && !b.withdrawn => {}
+            Err(why) => {
+                if !b.withdrawn {
+                    waiting.get_or_insert_with(|| format!("{} {}: {why}", b.name, b.version));
+                }
+                continue;
+            }
+            Ok(()) => {}
+        }
+        return Choice {
+            name: w.name.clone(),
+            build: Some((*b).clone()),
+            problem: None,
+            waiting,
+        };
     }
-    let problem = match first_refusal {
-        Some(p) => p,
-        None if all.is_empty() => {
+    let problem = match (waiting.clone(), first_refusal) {
+        (Some(w), _) => w,
+        (None, Some(p)) => p,
+        (None, None) if all.iter().any(|b| b.withdrawn && w.req.matches(&b.version)) => {
+            format!(
+                "every build of '{}' in release {} that matches {} is withdrawn",
+                w.name, release.version, w.req
+            )
+        }
+        (None, None) if all.is_empty() => {
             format!(
                 "release {} has no build of extension '{}'",
                 release.version, w.name
             )
         }
-        None => {
+        (None, None) => {
             let have: Vec<String> = all.iter().map(|b| b.version.to_string()).collect();
             format!(
                 "no build of '{}' in release {} matches {} (available: {})",
@@ -111,6 +167,7 @@ fn choose(release: &Release, host: &HostIdentity, w: &Wanted) -> Choice {
         name: w.name.clone(),
         build: None,
         problem: Some(problem),
+        waiting,
     }
 }
 
@@ -164,6 +221,7 @@ mod tests {
             &release(),
             &host(),
             &[want("docker", "*"), want("docker", "~24.0")],
+            &Admission::bypass(),
         );
         assert_eq!(
             p.choices[0].build.as_ref().unwrap().version.to_string(),
@@ -178,12 +236,22 @@ mod tests {
     #[test]
     fn incompatible_newest_build_is_passed_over_and_said() {
         // hello 1.1.0 declares VERSION_ID=1, the host has 2: systemd-sysext would skip it.
-        let p = plan(&release(), &host(), &[want("hello", "*")]);
+        let p = plan(
+            &release(),
+            &host(),
+            &[want("hello", "*")],
+            &Admission::bypass(),
+        );
         assert_eq!(
             p.choices[0].build.as_ref().unwrap().version.to_string(),
             "1.0.0"
         );
-        let p = plan(&release(), &host(), &[want("hello", ">=1.1")]);
+        let p = plan(
+            &release(),
+            &host(),
+            &[want("hello", ">=1.1")],
+            &Admission::bypass(),
+        );
         assert!(p.choices[0].build.is_none());
         let why = p.choices[0].problem.as_deref().unwrap();
         assert!(why.contains("VERSION_ID"), "{why}");
@@ -195,6 +263,7 @@ mod tests {
             &release(),
             &host(),
             &[want("podman", "*"), want("docker", "^26")],
+            &Admission::bypass(),
         );
         assert!(p.choices[0]
             .problem
@@ -211,10 +280,117 @@ mod tests {
 
     #[test]
     fn differs_from_compares_exact_builds() {
-        let p = plan(&release(), &host(), &[want("docker", "~24.0")]);
+        let p = plan(
+            &release(),
+            &host(),
+            &[want("docker", "~24.0")],
+            &Admission::bypass(),
+        );
         let mut cur = BTreeMap::new();
         assert!(p.differs_from(&cur));
         cur.insert("docker".to_string(), "ab".repeat(32));
         assert!(!p.differs_from(&cur));
+    }
+
+    /// An admission that refuses `refused` (name and version) with a reason, else admits;
+    /// `running` the builds the machine runs.
+    fn plan_with(
+        wanted: &str,
+        refused: &[&str],
+        running: &BTreeMap<String, String>,
+        r: &Release,
+    ) -> Choice {
+        let admit = |b: &ExtBuild| {
+            if b.withdrawn {
+                Err("withdrawn by the publisher".to_string())
+            } else if refused.contains(&format!("{} {}", b.name, b.version).as_str()) {
+                Err("rollout paused by the publisher".to_string())
+            } else {
+                Ok(())
+            }
+        };
+        let adm = Admission {
+            admit: &admit,
+            running,
+        };
+        plan(r, &host(), &[want(wanted, "*")], &adm)
+            .choices
+            .remove(0)
+    }
+
+    fn sha_of(r: &Release, name: &str, version: &str) -> String {
+        r.builds_of(name)
+            .find(|b| b.version.to_string() == version)
+            .unwrap()
+            .image
+            .sha256
+            .to_hex()
+    }
+
+    #[test]
+    fn a_build_not_admitted_waits_and_an_older_admitted_one_is_chosen() {
+        let r = release();
+        let c = plan_with("docker", &["docker 25.0.0"], &BTreeMap::new(), &r);
+        assert_eq!(c.build.unwrap().version.to_string(), "24.0.5");
+        let w = c.waiting.unwrap();
+        assert!(w.starts_with("docker 25.0.0: rollout paused"), "{w}");
+        // Nothing admitted: no build, and the problem says why it waits.
+        let c = plan_with(
+            "docker",
+            &["docker 25.0.0", "docker 24.0.5"],
+            &BTreeMap::new(),
+            &r,
+        );
+        assert!(c.build.is_none());
+        assert!(c
+            .problem
+            .unwrap()
+            .starts_with("docker 25.0.0: rollout paused"));
+    }
+
+    #[test]
+    fn a_running_build_is_kept_while_paused_but_not_when_withdrawn() {
+        let mut r = release();
+        let running = BTreeMap::from([("docker".to_string(), sha_of(&r, "docker", "25.0.0"))]);
+        // Paused after this machine took it: kept (a pause sends no one back).
+        let c = plan_with("docker", &["docker 25.0.0"], &running, &r);
+        assert_eq!(c.build.unwrap().version.to_string(), "25.0.0");
+        assert!(c.waiting.is_none());
+        // Withdrawn: the newest other build, and the withdrawal is no "waiting".
+        for b in &mut r.extensions {
+            if b.name.as_str() == "docker" && b.version.to_string() == "25.0.0" {
+                b.withdrawn = true;
+            }
+        }
+        let c = plan_with("docker", &[], &running, &r);
+        assert_eq!(c.build.unwrap().version.to_string(), "24.0.5");
+        assert!(c.waiting.is_none());
+        for b in &mut r.extensions {
+            b.withdrawn = true;
+        }
+        let c = plan_with("docker", &[], &running, &r);
+        assert!(c.build.is_none());
+        assert!(c.problem.unwrap().contains("is withdrawn"));
+    }
+
+    #[test]
+    fn bypass_admits_all_but_withdrawn_builds() {
+        let mut r = release();
+        for b in &mut r.extensions {
+            b.paused = true;
+        }
+        let p = plan(&r, &host(), &[want("docker", "*")], &Admission::bypass());
+        assert_eq!(
+            p.choices[0].build.as_ref().unwrap().version.to_string(),
+            "25.0.0"
+        );
+        r.extensions
+            .iter_mut()
+            .for_each(|b| b.withdrawn = b.version.major == 25);
+        let p = plan(&r, &host(), &[want("docker", "*")], &Admission::bypass());
+        assert_eq!(
+            p.choices[0].build.as_ref().unwrap().version.to_string(),
+            "24.0.5"
+        );
     }
 }

@@ -212,6 +212,16 @@ pub struct ExtBuild {
     pub image: Target,
     /// What the image's extension-release declares.
     pub release: ExtIdentity,
+    /// This build's own rollout waves, with a fleet position of its own; absent means the
+    /// build follows its release's waves and pause (and the machine's place in them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// A paused build starts no new machine (machines already running it keep it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
+    /// A withdrawn build is never chosen: machines running it switch to the newest other build.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub withdrawn: bool,
 }
 
 /// A rollout schedule: from `start`, a growing share of the fleet.
@@ -357,6 +367,10 @@ impl Release {
             if e.release.id.is_empty() {
                 return Err(format!("extension {}: extension-release has no ID", e.name));
             }
+            if let Some(r) = &e.rollout {
+                r.validate()
+                    .map_err(|why| format!("extension {} {}: {why}", e.name, e.version))?;
+            }
         }
         if let Some(r) = &self.rollout {
             r.validate()?;
@@ -373,6 +387,26 @@ impl Release {
             .collect();
         v.sort_by(|a, b| b.version.cmp(&a.version));
         v.into_iter()
+    }
+}
+
+impl ExtBuild {
+    /// A build that follows its release's waves: no rollout of its own, not paused or withdrawn.
+    pub fn new(name: Name, version: Version, image: Target, release: ExtIdentity) -> Self {
+        ExtBuild {
+            name,
+            version,
+            image,
+            release,
+            rollout: None,
+            paused: false,
+            withdrawn: false,
+        }
+    }
+
+    /// Whether this build has waves of its own (else it follows its release's).
+    pub fn own_rollout(&self) -> bool {
+        self.rollout.is_some()
     }
 }
 

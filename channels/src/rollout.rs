@@ -41,6 +41,36 @@ pub fn fleet_position(machine_id: &str, channel: &str, release: &OsVersion) -> f
     unit_interval(ctx.finish().as_ref())
 }
 
+/// Domain separator of an extension build's own fleet position.
+const BUILD_POSITION_DOMAIN: &[u8] = b"upd build rollout position v1";
+
+/// The machine's place in the fleet for one extension build with waves of its own, uniform in
+/// [0, 1): as [`fleet_position`], over the channel, the release, the extension's name and the
+/// build's version, so that each build draws a fresh sample of the fleet.
+pub fn build_position(
+    machine_id: &str,
+    channel: &str,
+    release: &OsVersion,
+    name: &str,
+    version: &semver::Version,
+) -> f64 {
+    let id = machine_id.trim().to_ascii_lowercase();
+    let (release, version) = (release.to_string(), version.to_string());
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(BUILD_POSITION_DOMAIN);
+    for field in [
+        id.as_bytes(),
+        channel.as_bytes(),
+        release.as_bytes(),
+        name.as_bytes(),
+        version.as_bytes(),
+    ] {
+        ctx.update(&(field.len() as u64).to_be_bytes());
+        ctx.update(field);
+    }
+    unit_interval(ctx.finish().as_ref())
+}
+
 /// The first 53 bits of `digest` as a number in [0, 1).
 pub(crate) fn unit_interval(digest: &[u8]) -> f64 {
     let mut first = [0u8; 8];

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::manifest::{Manifest, Release};
+use crate::manifest::{ExtBuild, Manifest, Release, Rollout};
 use crate::rollout;
 use crate::version::OsVersion;
 use chrono::{DateTime, Utc};
@@ -77,8 +77,13 @@ pub fn select<'a>(
     }
 }
 
+/// Why a machine without a machine id takes nothing rolled out in waves.
+pub const NO_MACHINE_ID: &str = "this machine has no machine id (MACHINE_ID_PATH is missing or empty), so it has no place in the rollout waves; it takes releases and builds rolled out in waves only when pulled by version";
+
 /// Rollout eligibility of `release` for one machine at `now`: a paused rollout starts no one, and
-/// the machine's wave (its fleet position, moved later by `wariness`) must have been reached.
+/// the machine's wave (its fleet position, moved later by `wariness`) must have been reached. A
+/// machine without a machine id has no place in the waves: machines without one would all share
+/// one position and move as one wave, so it takes no release that has waves.
 pub fn wave_check(
     release: &Release,
     machine_id: &str,
@@ -92,10 +97,51 @@ pub fn wave_check(
     let Some(r) = &release.rollout else {
         return Ok(());
     };
-    let pos = rollout::effective_position(
-        rollout::fleet_position(machine_id, channel, &release.version),
-        wariness,
+    if machine_id.trim().is_empty() {
+        return Err(NO_MACHINE_ID.into());
+    }
+    let pos = rollout::fleet_position(machine_id, channel, &release.version);
+    wave(r, rollout::effective_position(pos, wariness), now)
+}
+
+/// Rollout eligibility of extension build `build` of `release` for one machine at `now`. A
+/// withdrawn build is never taken; a paused one starts no one. A build with waves of its own is
+/// judged by them at its own fleet position ([`rollout::build_position`]); one without follows
+/// its release ([`wave_check`]: the release's pause and waves at the machine's place in them),
+/// so a new build for a paused release, or for one whose waves have not reached this machine,
+/// waits like the release.
+pub fn build_wave_check(
+    release: &Release,
+    build: &ExtBuild,
+    machine_id: &str,
+    channel: &str,
+    wariness: f64,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
+    if build.withdrawn {
+        return Err("withdrawn by the publisher".into());
+    }
+    if build.paused {
+        return Err("rollout paused by the publisher".into());
+    }
+    let Some(r) = &build.rollout else {
+        return wave_check(release, machine_id, channel, wariness, now);
+    };
+    if machine_id.trim().is_empty() {
+        return Err(NO_MACHINE_ID.into());
+    }
+    let pos = rollout::build_position(
+        machine_id,
+        channel,
+        &release.version,
+        build.name.as_str(),
+        &build.version,
     );
+    wave(r, rollout::effective_position(pos, wariness), now)
+}
+
+/// Whether schedule `r` admits a machine at effective position `pos` at `now`, else when it will.
+fn wave(r: &Rollout, pos: f64, now: DateTime<Utc>) -> Result<(), String> {
     if rollout::eligible(Some(r), pos, now) {
         return Ok(());
     }
@@ -262,5 +308,120 @@ mod tests {
         let m = manifest(vec![release("1.0.0"), bad]);
         let to = redirect(&m, &"2.0.0".parse().unwrap()).unwrap();
         assert_eq!(to.version.to_string(), "1.0.0");
+    }
+
+    fn build(name: &str, v: &str) -> ExtBuild {
+        ExtBuild::new(
+            Name::new(name).unwrap(),
+            v.parse().unwrap(),
+            Target {
+                path: RelPath::new(&format!("e/{name}-{v}.raw")).unwrap(),
+                size: 1,
+                sha256: Sha256([1; 32]),
+            },
+            crate::manifest::ExtIdentity {
+                id: "updos".into(),
+                version_id: None,
+                sysext_level: None,
+                architecture: None,
+                scope: None,
+            },
+        )
+    }
+
+    fn schedule(start: DateTime<Utc>, hours: f64) -> Rollout {
+        Rollout {
+            start,
+            steps: vec![RolloutStep {
+                after_hours: hours,
+                percent: 100.0,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_build_follows_its_release_unless_it_has_waves_of_its_own() {
+        let now = Utc::now();
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut r = release("1.0.0");
+        let mut b = build("hello", "1.1.0");
+        assert_eq!(build_wave_check(&r, &b, id, "stable", 0.0, now), Ok(()));
+        // The defect found from outside: release paused, its rollout starting tomorrow; a new
+        // build for it must wait like the release.
+        r.paused = true;
+        r.rollout = Some(schedule(now + chrono::Duration::days(1), 24.0));
+        let why = build_wave_check(&r, &b, id, "stable", 0.0, now).unwrap_err();
+        assert!(why.contains("paused"), "{why}");
+        r.paused = false;
+        let why = build_wave_check(&r, &b, id, "stable", 0.0, now).unwrap_err();
+        assert!(why.starts_with("rollout wave: this machine"), "{why}");
+        assert_eq!(
+            build_wave_check(&r, &b, id, "stable", 0.0, now + chrono::Duration::days(3)),
+            Ok(())
+        );
+        // Waves of its own: the release's no longer matter, the build's do.
+        b.rollout = Some(schedule(now - chrono::Duration::days(10), 1.0));
+        assert_eq!(build_wave_check(&r, &b, id, "stable", 0.0, now), Ok(()));
+        b.rollout = Some(schedule(now + chrono::Duration::days(1), 1.0));
+        assert!(build_wave_check(&r, &b, id, "stable", 0.0, now).is_err());
+        b.rollout = None;
+        r.rollout = None;
+        b.paused = true;
+        assert!(build_wave_check(&r, &b, id, "stable", 0.0, now)
+            .unwrap_err()
+            .contains("paused"));
+        b.paused = false;
+        b.withdrawn = true;
+        assert!(build_wave_check(&r, &b, id, "stable", 0.0, now)
+            .unwrap_err()
+            .contains("withdrawn"));
+    }
+
+    #[test]
+    fn a_machine_without_an_id_takes_nothing_rolled_out_in_waves() {
+        let now = Utc::now();
+        let mut r = release("2.0.0");
+        let mut b = build("hello", "1.1.0");
+        // Without waves everyone moves at once, id or not.
+        assert_eq!(wave_check(&r, "", "stable", 0.0, now), Ok(()));
+        assert_eq!(build_wave_check(&r, &b, " \n", "stable", 0.0, now), Ok(()));
+        r.rollout = Some(schedule(now - chrono::Duration::days(10), 1.0));
+        assert_eq!(
+            wave_check(&r, "", "stable", 0.0, now),
+            Err(NO_MACHINE_ID.into())
+        );
+        assert_eq!(
+            build_wave_check(&r, &b, "", "stable", 0.0, now),
+            Err(NO_MACHINE_ID.into())
+        );
+        r.rollout = None;
+        b.rollout = Some(schedule(now - chrono::Duration::days(10), 1.0));
+        assert_eq!(
+            build_wave_check(&r, &b, "", "stable", 0.0, now),
+            Err(NO_MACHINE_ID.into())
+        );
+    }
+
+    #[test]
+    fn each_build_draws_its_own_fleet_position() {
+        let release: OsVersion = "1.0.0".parse().unwrap();
+        let ids: Vec<String> = (0..200).map(|i| format!("{i:032x}")).collect();
+        let pos = |v: &str| -> Vec<f64> {
+            ids.iter()
+                .map(|id| {
+                    rollout::build_position(id, "stable", &release, "hello", &v.parse().unwrap())
+                })
+                .collect()
+        };
+        let (a, b) = (pos("1.1.0"), pos("1.2.0"));
+        assert!(a.iter().chain(&b).all(|p| (0.0..1.0).contains(p)));
+        // Independent samples: the first 10 % of one build are not the first 10 % of the next.
+        let first = |v: &[f64]| v.iter().map(|p| *p < 0.1).collect::<Vec<_>>();
+        assert_ne!(first(&a), first(&b));
+        let os: Vec<f64> = ids
+            .iter()
+            .map(|id| rollout::fleet_position(id, "stable", &release))
+            .collect();
+        assert_ne!(first(&a), first(&os));
     }
 }

@@ -28,7 +28,10 @@ use upd_durable::{atomic_write, rename_durable, sweep_tmp, tmp_sibling, PathErro
 use upd_image::ImageError;
 use upd_keys::{KeyError, TrustedRoot};
 
-pub use edit::{check_rollout, promote, set_barrier, set_paused, set_rollout, withdraw, Promoted};
+pub use edit::{
+    check_rollout, promote, set_barrier, set_build_paused, set_build_rollout, set_paused,
+    set_rollout, withdraw, withdraw_build, BuildRef, Promoted,
+};
 pub use release::{add_release, inspect_ext, inspect_os, Added, ExtSource};
 
 /// Mode asked for the files the repository writes; the umask decides, as for `File::create`.
@@ -154,6 +157,16 @@ pub enum RepoError {
         channel: Name,
         /// The version asked for.
         version: OsVersion,
+    },
+    /// The release has no such extension build.
+    #[error("release {version} has no extension build {build} (builds of it: {have})")]
+    NoBuild {
+        /// The release.
+        version: OsVersion,
+        /// The build asked for.
+        build: String,
+        /// The versions of that extension the release has.
+        have: String,
     },
     /// A rollout schedule step is unusable.
     #[error("rollout step {step} ({hours}:{percent}): {reason}")]

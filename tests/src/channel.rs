@@ -112,12 +112,12 @@ impl Channel {
         let scratch = tempfile::tempdir_in(self.repo()).expect("scratch dir");
         let img = build_sysext(spec, scratch.path());
         let image = self.import(&img, &spec.name, &format!("{}-{}", spec.name, spec.version));
-        let build = ExtBuild {
-            name: Name::new(&spec.name).expect("extension name"),
-            version: Version::parse(&spec.version).expect("semver extension version"),
+        let build = ExtBuild::new(
+            Name::new(&spec.name).expect("extension name"),
+            Version::parse(&spec.version).expect("semver extension version"),
             image,
-            release: identity_of(spec),
-        };
+            identity_of(spec),
+        );
         self.release_mut(os_version).extensions.push(build.clone());
         build
     }

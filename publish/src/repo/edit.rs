@@ -1,6 +1,7 @@
 //! Draft edits for fleet rollout: waves, pause, withdraw with redirect, barriers, promotion.
 
-use upd_channels::manifest::{Manifest, Release, Rollout};
+use upd_channels::manifest::{ExtBuild, Manifest, Release, Rollout};
+use upd_channels::name::Name;
 use upd_channels::version::OsVersion;
 
 use super::{RepoError, Result};
@@ -28,6 +29,97 @@ fn edit(
     next.validate().map_err(RepoError::Invalid)?;
     *draft = next;
     Ok(())
+}
+
+/// One extension build of a release, as the publisher names it: `NAME=VERSION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRef {
+    /// The extension.
+    pub name: Name,
+    /// The build's version.
+    pub version: semver::Version,
+}
+
+impl std::str::FromStr for BuildRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (n, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("'{s}' is not NAME=VERSION (e.g. hello=1.1.0)"))?;
+        Ok(BuildRef {
+            name: Name::new(n).map_err(|e| format!("'{s}': {e}"))?,
+            version: v
+                .parse()
+                .map_err(|e| format!("'{s}': '{v}' is not a semantic version ({e})"))?,
+        })
+    }
+}
+
+impl std::fmt::Display for BuildRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.name, self.version)
+    }
+}
+
+/// Applies `f` to build `build` of release `version` of a copy of `draft`, validates, commits.
+fn edit_build(
+    draft: &mut Manifest,
+    version: &OsVersion,
+    build: &BuildRef,
+    f: impl FnOnce(&mut ExtBuild),
+) -> Result<()> {
+    edit(draft, version, |r| {
+        let have: Vec<String> = r
+            .builds_of(build.name.as_str())
+            .map(|b| b.version.to_string())
+            .collect();
+        let b = r
+            .extensions
+            .iter_mut()
+            .find(|b| b.name == build.name && b.version == build.version)
+            .ok_or_else(|| RepoError::NoBuild {
+                version: version.clone(),
+                build: build.to_string(),
+                have: if have.is_empty() {
+                    "none".into()
+                } else {
+                    have.join(", ")
+                },
+            })?;
+        f(b);
+        Ok(())
+    })
+}
+
+/// Gives one extension build waves of its own (a fresh fleet position per build) and resumes it.
+pub fn set_build_rollout(
+    draft: &mut Manifest,
+    version: &OsVersion,
+    build: &BuildRef,
+    rollout: Rollout,
+) -> Result<()> {
+    check_rollout(&rollout)?;
+    edit_build(draft, version, build, |b| {
+        b.rollout = Some(rollout);
+        b.paused = false;
+    })
+}
+
+/// Pauses (no new machine takes it; machines running it keep it) or resumes one build.
+pub fn set_build_paused(
+    draft: &mut Manifest,
+    version: &OsVersion,
+    build: &BuildRef,
+    paused: bool,
+) -> Result<()> {
+    edit_build(draft, version, build, |b| b.paused = paused)
+}
+
+/// Withdraws one build: no machine takes it, and machines running it switch to the newest other
+/// build of the extension for the release.
+pub fn withdraw_build(draft: &mut Manifest, version: &OsVersion, build: &BuildRef) -> Result<()> {
+    edit_build(draft, version, build, |b| b.withdrawn = true)
 }
 
 /// Checks a schedule step by step, naming the first bad step: at least one step, hours finite
@@ -140,15 +232,20 @@ pub enum Promoted {
     AlreadyPresent,
 }
 
-/// The parts of a release that make up its content (not the channel's rollout decisions).
-fn content(
-    r: &Release,
-) -> (
-    &OsVersion,
-    &upd_channels::manifest::OsBuild,
-    &[upd_channels::manifest::ExtBuild],
-) {
-    (&r.version, &r.os, &r.extensions)
+/// The parts of a release that make up its content (not the channel's rollout decisions, the
+/// builds' own included).
+fn content(r: &Release) -> (&OsVersion, &upd_channels::manifest::OsBuild, Vec<ExtBuild>) {
+    let builds = r
+        .extensions
+        .iter()
+        .map(|b| ExtBuild {
+            rollout: None,
+            paused: false,
+            withdrawn: false,
+            ..b.clone()
+        })
+        .collect();
+    (&r.version, &r.os, builds)
 }
 
 /// Copies release `version` of `from` (another channel's verified manifest) into `to`.
@@ -173,11 +270,19 @@ pub fn promote(
     release.withdrawn = false;
     release.barrier = false;
     release.redirect_to = None;
+    for b in &mut release.extensions {
+        b.rollout = b.rollout.take().filter(|_| with_rollout);
+        b.paused = false;
+        b.withdrawn = false;
+    }
     let mut next = to.clone();
     let outcome = match next.releases.iter_mut().find(|r| &r.version == version) {
         Some(existing) if content(existing) == content(&release) => {
             if with_rollout {
                 existing.rollout = release.rollout;
+                for (e, b) in existing.extensions.iter_mut().zip(&release.extensions) {
+                    e.rollout.clone_from(&b.rollout);
+                }
             }
             Promoted::AlreadyPresent
         }

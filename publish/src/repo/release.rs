@@ -181,12 +181,12 @@ impl Repo {
         for ext in exts {
             let (ext_version, release) = inspect_ext(ext, &version, &identity)?;
             let path = ext_image_path(&ext.name, &ext_version, &version)?;
-            builds.push(ExtBuild {
-                name: ext.name.clone(),
-                image: planned_target(&ext.image, path)?,
-                version: ext_version,
+            builds.push(ExtBuild::new(
+                ext.name.clone(),
+                ext_version,
+                planned_target(&ext.image, path)?,
                 release,
-            });
+            ));
         }
         let os = OsBuild {
             identity,

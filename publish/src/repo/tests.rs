@@ -31,17 +31,19 @@ pub(super) fn release(version: &str, os_byte: u8, exts: &[(&str, &str)]) -> Rele
     };
     let extensions = exts
         .iter()
-        .map(|(name, ev)| ExtBuild {
-            name: Name::new(name).unwrap(),
-            version: Version::parse(ev).unwrap(),
-            image: target(&format!("images/ext/{name}/{name}-{ev}-{v}.raw"), 9),
-            release: ExtIdentity {
-                id: "testos".into(),
-                version_id: Some(version.into()),
-                sysext_level: None,
-                architecture: None,
-                scope: None,
-            },
+        .map(|(name, ev)| {
+            ExtBuild::new(
+                Name::new(name).unwrap(),
+                Version::parse(ev).unwrap(),
+                target(&format!("images/ext/{name}/{name}-{ev}-{v}.raw"), 9),
+                ExtIdentity {
+                    id: "testos".into(),
+                    version_id: Some(version.into()),
+                    sysext_level: None,
+                    architecture: None,
+                    scope: None,
+                },
+            )
         })
         .collect();
     Release::new(v, os, extensions)

@@ -5,14 +5,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use upd_channels::builds;
 use upd_channels::manifest::Manifest;
 use upd_channels::select::Skipped;
 
 use super::{exit, print_json, runtime};
 use crate::host::machine::{Host, Machine};
 use crate::ops::pull::extensions_to_apply;
-use crate::ops::release::{next_release, waiting_why};
+use crate::ops::release::{next_release, waiting_why, BuildGate, GateMode};
 use crate::ops::session::{running_release, wanted, View};
 use crate::ops::stage::gate;
 use crate::ops::Error;
@@ -26,6 +25,18 @@ pub struct Args {
     /// Accepted for scripts written for older releases; `check` takes no lock, so it never waits.
     #[arg(long, hide = true)]
     wait: bool,
+    /// Judge the channel as at this instant instead of now (RFC 3339, e.g.
+    /// 2026-03-02T08:00:00Z): what this machine would do then, by the rollout waves and pauses
+    /// of the manifest it fetches now, whose validity is judged at that instant too. Changes
+    /// nothing.
+    #[arg(long = "now", value_name = "RFC3339", value_parser = parse_instant)]
+    at: Option<DateTime<Utc>>,
+}
+
+fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("'{s}' is not an RFC 3339 time like 2026-03-02T08:00:00Z ({e})"))
 }
 
 #[derive(Serialize)]
@@ -37,6 +48,8 @@ struct ExtReport {
     candidate: Option<String>,
     will_merge: bool,
     reason: Option<String>,
+    /// A newer build this machine may not take yet, and why (its rollout waves or a pause).
+    waiting: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -71,7 +84,7 @@ struct CheckReport {
 /// Run `check`.
 pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
     let _ = a.wait;
-    let now = Utc::now();
+    let now = a.at.unwrap_or_else(Utc::now);
     let v = View::open(m)?;
     let manifest = runtime()?.block_on(v.check_channel(now))?;
     let report = report(&v, &manifest, now)?;
@@ -91,9 +104,13 @@ pub fn run(m: Machine, a: &Args) -> anyhow::Result<u8> {
 fn report(v: &View, manifest: &Manifest, now: DateTime<Utc>) -> Result<CheckReport, Error> {
     let host = v.machine.host()?;
     // A running OS the channel does not list (after `upd channel`) has no builds to apply.
-    let plan = running_release(manifest, &host)
-        .ok()
-        .map(|r| builds::plan(r, &host.identity, &wanted(&v.machine)));
+    let plan = running_release(manifest, &host).ok().map(|r| {
+        BuildGate::new(&v.machine, &v.state, GateMode::Running, now).plan(
+            r,
+            &host.identity,
+            &wanted(&v.machine),
+        )
+    });
     let installed = |n: &str| {
         v.state
             .active
@@ -111,6 +128,7 @@ fn report(v: &View, manifest: &Manifest, now: DateTime<Utc>) -> Result<CheckRepo
             candidate: c.build.as_ref().map(|b| b.version.to_string()),
             will_merge: c.build.is_some(),
             reason: c.problem.clone(),
+            waiting: c.waiting.clone(),
         })
         .collect();
     let newest = manifest
@@ -188,15 +206,23 @@ fn print_human(report: &CheckReport) {
     for e in &report.extensions {
         let cand = e.candidate.as_deref().unwrap_or("-");
         let inst = e.installed.as_deref().unwrap_or("-");
-        match &e.reason {
-            None => println!(
+        match (&e.reason, &e.waiting) {
+            (None, _) => println!(
                 "  {:20} installed {inst:12} candidate {cand:12} merges: yes",
                 e.name
             ),
-            Some(r) => println!(
+            // Nothing it may take yet: not a build that fails to merge.
+            (Some(r), Some(w)) if r == w => println!(
+                "  {:20} installed {inst:12} candidate {cand:12} waits",
+                e.name
+            ),
+            (Some(r), _) => println!(
                 "  {:20} installed {inst:12} candidate {cand:12} merges: NO: {r}",
                 e.name
             ),
+        }
+        if let Some(w) = &e.waiting {
+            println!("  {:20} waits: {w}", "");
         }
     }
 }
@@ -220,7 +246,8 @@ fn os_update(
         .pending
         .as_ref()
         .is_some_and(|p| p.os_version == r.version.to_string());
-    let (blocked_by, extensions) = match gate(&v.machine, r, &[]) {
+    let bg = BuildGate::new(&v.machine, &v.state, GateMode::Staging, now);
+    let (blocked_by, extensions) = match gate(&v.machine, r, &[], &bg) {
         Ok((plan, _)) => (
             Vec::new(),
             plan.chosen()

@@ -185,6 +185,9 @@ fn print_head(st: &Status) {
         if let Some(w) = &c.waiting {
             println!("waiting: {w}");
         }
+        for w in &c.builds_waiting {
+            println!("  build waits: {w}");
+        }
     }
     if !st.failed_releases.is_empty() {
         println!(

@@ -7,12 +7,12 @@ use std::fs;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use upd_channels::builds::{self, Plan};
+use upd_channels::builds::Plan;
 use upd_channels::manifest::Release;
 use upd_channels::version::OsVersion;
 
 use crate::host::machine::{Host, Machine};
-use crate::ops::release;
+use crate::ops::release::{self, BuildGate, GateMode};
 use crate::ops::session::{self, wanted, Session};
 use crate::ops::stage::{self, StageOptions, StageReport};
 use crate::ops::store::{self, check_images, store_file_name, Downloaded};
@@ -101,7 +101,12 @@ pub async fn pull(
         }
     }
     if release.version != host.version {
-        return match stage::stage(s, release, opts, progress, now).await {
+        let mode = if version.is_some() {
+            GateMode::Bypass
+        } else {
+            GateMode::Staging
+        };
+        return match stage::stage(s, release, opts, mode, progress, now).await {
             Err(Error::Gated { release, blockers }) if version.is_none() => {
                 // A blocked OS release holds nothing else back: the running OS's own builds
                 // still apply (as `check` counts them); the OS update stays blocked and says so.
@@ -131,7 +136,17 @@ async fn pull_extensions(
     let m = s.machine.clone();
     let fetcher = session::fetcher(&m)?;
     let host = host.clone();
-    let plan = builds::plan(release, &host.identity, &wanted(&m));
+    let plan = BuildGate::new(&m, &s.state, GateMode::Running, now).plan(
+        release,
+        &host.identity,
+        &wanted(&m),
+    );
+    for c in &plan.choices {
+        if let Some(w) = &c.waiting {
+            tracing::info!(extension = %c.name, "{w}");
+        }
+    }
+    release::record_builds_waiting(&m, &plan, now);
     let mut report = PullReport {
         release: release.version.to_string(),
         changed: BTreeMap::new(),

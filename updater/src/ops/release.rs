@@ -2,11 +2,13 @@
 //! releases, barriers), what the publisher's withdrawal does to a staged one, and the record of
 //! the last choice that `upd status` shows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 use chrono::{DateTime, Utc};
-use upd_channels::manifest::{Manifest, Release};
+use upd_channels::builds::{self, Admission, Plan, Wanted};
+use upd_channels::manifest::{ExtBuild, Manifest, Release};
+use upd_channels::osrelease::HostIdentity;
 use upd_channels::select;
 use upd_channels::version::OsVersion;
 
@@ -159,6 +161,10 @@ pub struct LastSelection {
     /// release for the running OS and none to move to).
     #[serde(default)]
     pub waiting: Option<String>,
+    /// Newer extension builds for the running OS this machine may not take yet, and why (their
+    /// rollout waves, a pause): "NAME VERSION: why".
+    #[serde(default)]
+    pub builds_waiting: Vec<String>,
 }
 
 /// Record what `next` chose, for `upd status` (a failure to write is only logged).
@@ -168,6 +174,7 @@ pub fn record_selection(m: &Machine, next: &Next<'_>, now: DateTime<Utc>) {
         target: next.selected.map(|r| r.version.to_string()),
         passed_over: next.skipped.clone(),
         waiting: None,
+        builds_waiting: Vec::new(),
     };
     write_selection(m, &rec);
 }
@@ -179,6 +186,35 @@ pub fn record_waiting(m: &Machine, why: &str, now: DateTime<Utc>) {
         target: None,
         passed_over: Vec::new(),
         waiting: Some(why.to_string()),
+        builds_waiting: Vec::new(),
+    };
+    write_selection(m, &rec);
+}
+
+/// Record the running OS's extension builds that wait for their rollout, for `upd status` (next
+/// to the last OS selection; a failure to write is only logged).
+pub fn record_builds_waiting(m: &Machine, plan: &Plan, now: DateTime<Utc>) {
+    let waiting: Vec<String> = plan
+        .choices
+        .iter()
+        .filter_map(|c| c.waiting.clone())
+        .collect();
+    let last = last_selection(m);
+    if last
+        .as_ref()
+        .map_or(waiting.is_empty(), |l| l.builds_waiting == waiting)
+    {
+        return;
+    }
+    let rec = LastSelection {
+        builds_waiting: waiting,
+        ..last.unwrap_or(LastSelection {
+            at: now,
+            target: None,
+            passed_over: Vec::new(),
+            waiting: None,
+            builds_waiting: Vec::new(),
+        })
     };
     write_selection(m, &rec);
 }
@@ -233,4 +269,78 @@ pub fn drop_withdrawn(
     reboot::clear_signal(&s.machine);
     tracing::warn!(release = %p.os_version, "the staged release was withdrawn by the publisher; dropped it");
     Ok(Some(p.os_version))
+}
+
+/// Which extension builds this machine may take now: their rollout (waves, pause, withdrawal)
+/// at this machine's place in the fleet, and the builds it runs (kept through a pause).
+#[derive(Debug, Clone)]
+pub struct BuildGate {
+    machine_id: String,
+    channel: String,
+    wariness: f64,
+    now: DateTime<Utc>,
+    running: BTreeMap<String, String>,
+    mode: GateMode,
+}
+
+/// How a release's builds are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateMode {
+    /// The running release's builds: each by its own waves, or by its release's.
+    Running,
+    /// The release being staged, which this machine was admitted to (its waves, a signed
+    /// redirect): builds that follow it are admitted with it; builds with waves, a pause or a
+    /// withdrawal of their own are judged by those.
+    Staging,
+    /// A release or build pulled by version: waves and pauses bypassed on purpose, withdrawn
+    /// builds still never taken.
+    Bypass,
+}
+
+impl BuildGate {
+    /// The gate of machine `m` (its id, channel, wariness, and its running builds from `state`).
+    pub fn new(m: &Machine, state: &State, mode: GateMode, now: DateTime<Utc>) -> Self {
+        let running = state
+            .active
+            .iter()
+            .flat_map(|g| &g.extensions)
+            .map(|(n, e)| (n.clone(), e.sha256.clone()))
+            .collect();
+        BuildGate {
+            machine_id: m.machine_id(),
+            channel: m.settings.channel.to_string(),
+            wariness: m.settings.wariness,
+            now,
+            running,
+            mode,
+        }
+    }
+
+    /// Whether this machine may take build `b` of `release` now, else why not.
+    pub fn admits(&self, release: &Release, b: &ExtBuild) -> Result<(), String> {
+        let follows = b.rollout.is_none() && !b.paused && !b.withdrawn;
+        match self.mode {
+            GateMode::Bypass if b.withdrawn => Err("withdrawn by the publisher".into()),
+            GateMode::Bypass => Ok(()),
+            GateMode::Staging if follows => Ok(()),
+            GateMode::Staging | GateMode::Running => select::build_wave_check(
+                release,
+                b,
+                &self.machine_id,
+                &self.channel,
+                self.wariness,
+                self.now,
+            ),
+        }
+    }
+
+    /// The builds of `release` for `wanted` on `host` that this machine may take now.
+    pub fn plan(&self, release: &Release, host: &HostIdentity, wanted: &[Wanted]) -> Plan {
+        let admit = |b: &ExtBuild| self.admits(release, b);
+        let adm = Admission {
+            admit: &admit,
+            running: &self.running,
+        };
+        builds::plan(release, host, wanted, &adm)
+    }
 }

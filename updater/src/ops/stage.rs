@@ -11,11 +11,12 @@ use serde::Serialize;
 use upd_channels::manifest::{OsIdentity, Release};
 use upd_channels::osrelease::{native_architecture, HostIdentity};
 
-use upd_channels::builds::{self, Plan};
+use upd_channels::builds::Plan;
 
 use crate::host::failpoint;
 use crate::host::machine::{os_version, Machine};
 use crate::host::slot::{SlotError, SlotInfo, Slots};
+use crate::ops::release::{BuildGate, GateMode};
 use crate::ops::session::{self, wanted, Session};
 use crate::ops::store::{self, check_images, store_file_name, Downloaded};
 use crate::ops::Error;
@@ -57,6 +58,7 @@ pub fn gate(
     m: &Machine,
     release: &Release,
     drop: &[String],
+    builds: &BuildGate,
 ) -> Result<(Plan, HostIdentity), Error> {
     for d in drop {
         if !m.settings.extension_enabled(d) {
@@ -68,7 +70,7 @@ pub fn gate(
         .into_iter()
         .filter(|w| !drop.contains(&w.name))
         .collect();
-    let plan = builds::plan(release, &upcoming, &wanted);
+    let plan = builds.plan(release, &upcoming, &wanted);
     let blockers: Vec<String> = plan.blocked().filter_map(|c| c.problem.clone()).collect();
     if !blockers.is_empty() {
         return Err(Error::Gated {
@@ -88,6 +90,7 @@ pub async fn stage(
     s: &mut Session,
     release: &Release,
     opts: &StageOptions,
+    mode: GateMode,
     progress: &dyn Fn() -> Arc<dyn Progress>,
     now: DateTime<Utc>,
 ) -> Result<StageReport, Error> {
@@ -119,7 +122,8 @@ pub async fn stage(
         s.state.drop_pending(now)?;
         s.state.save(&m.state_dir())?;
     }
-    let (plan, _) = gate(&m, release, &opts.drop_extensions)?;
+    let bg = BuildGate::new(&m, &s.state, mode, now);
+    let (plan, _) = gate(&m, release, &opts.drop_extensions, &bg)?;
     // The target slot is about to be overwritten: no generation may point at it any more.
     if s.state.previous.as_ref().and_then(|p| p.slot.as_deref()) == Some(target.as_str()) {
         s.state.replace_previous(None);

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use upd_channels::manifest::{Rollout, RolloutStep};
-use upd_publish::repo::set_rollout;
+use upd_publish::repo::{set_build_rollout, set_rollout, BuildRef};
 
 use crate::common;
 
@@ -12,6 +12,10 @@ use crate::common;
 pub struct Args {
     #[command(flatten)]
     release: common::ReleaseRef,
+    /// Give one extension build of the release waves of its own instead (NAME=VERSION), with a
+    /// fleet position drawn afresh for that build; a build without follows its release's waves.
+    #[arg(long = "ext", value_name = "NAME=VERSION")]
+    ext: Option<BuildRef>,
     /// When the first wave starts: RFC 3339 (e.g. 2026-03-01T08:00:00Z) or `now`.
     #[arg(long, value_parser = parse_start)]
     start: Start,
@@ -65,12 +69,19 @@ pub fn run(args: Args) -> Result<()> {
     };
     let r = &args.release;
     let path = r.edit_draft(|draft, v| {
-        set_rollout(draft, v, rollout).context("setting the rollout")?;
+        match &args.ext {
+            Some(b) => set_build_rollout(draft, v, b, rollout),
+            None => set_rollout(draft, v, rollout),
+        }
+        .context("setting the rollout")?;
         Ok(())
     })?;
+    let what = match &args.ext {
+        Some(b) => format!("build {b} of release {}", r.version),
+        None => format!("release {}", r.version),
+    };
     println!(
-        "release {}: rollout from {} in {n} step(s); wrote {}",
-        r.version,
+        "{what}: rollout from {} in {n} step(s); wrote {}",
         start.to_rfc3339_opts(SecondsFormat::Secs, true),
         path.display()
     );

@@ -187,3 +187,70 @@ fn promote_refuses_a_missing_or_conflicting_release() {
     );
     assert_eq!(beta, before);
 }
+
+#[test]
+fn one_build_is_given_waves_paused_and_withdrawn_and_promote_leaves_that_behind() {
+    let mut d = two();
+    let hello: BuildRef = "hello=1.1.0".parse().unwrap();
+    let build = |d: &Manifest| d.releases[1].extensions[0].clone();
+    set_build_paused(&mut d, &v("2.0.0"), &hello, true).unwrap();
+    assert!(build(&d).paused);
+    set_build_rollout(
+        &mut d,
+        &v("2.0.0"),
+        &hello,
+        rollout(&[(0.0, 5.0), (24.0, 100.0)]),
+    )
+    .unwrap();
+    let b = build(&d);
+    assert!(!b.paused, "a new schedule resumes the build");
+    assert_eq!(b.rollout.unwrap().steps.len(), 2);
+    // The release itself is untouched.
+    assert!(d.releases[1].rollout.is_none() && !d.releases[1].paused);
+    // A missing build is named with what the release has, and the draft stays as it was.
+    let before = d.clone();
+    let e = set_build_paused(&mut d, &v("2.0.0"), &"hello=9.9.9".parse().unwrap(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no extension build hello 9.9.9") && e.contains("1.1.0"),
+        "{e}"
+    );
+    let e = set_build_rollout(
+        &mut d,
+        &v("2.0.0"),
+        &hello,
+        rollout(&[(2.0, 50.0), (1.0, 60.0)]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("rollout step 2"), "{e}");
+    assert_eq!(d, before);
+    assert!("hello"
+        .parse::<BuildRef>()
+        .unwrap_err()
+        .contains("NAME=VERSION"));
+    assert!("hello=one"
+        .parse::<BuildRef>()
+        .unwrap_err()
+        .contains("semantic version"));
+
+    withdraw_build(&mut d, &v("2.0.0"), &hello).unwrap();
+    assert!(build(&d).withdrawn);
+    // Promotion copies the build, not this channel's decisions about it (its waves only with
+    // --with-rollout), and a build's decisions never make the content differ.
+    let mut alpha = d.clone();
+    alpha.channel = Name::new("alpha").unwrap();
+    let mut beta = draft();
+    promote(&alpha, &mut beta, &v("2.0.0"), false).unwrap();
+    let b = &beta.releases[0].extensions[0];
+    assert!(b.rollout.is_none() && !b.paused && !b.withdrawn);
+    assert_eq!(
+        promote(&alpha, &mut beta, &v("2.0.0"), true).unwrap(),
+        Promoted::AlreadyPresent
+    );
+    assert_eq!(
+        beta.releases[0].extensions[0].rollout,
+        build(&alpha).rollout
+    );
+}

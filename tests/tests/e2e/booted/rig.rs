@@ -181,16 +181,16 @@ impl Rig {
         let dest = self.ch.repo().join(&rel);
         fs::create_dir_all(dest.parent().unwrap()).unwrap();
         fs::copy(&img, &dest).expect("import image");
-        let build = ExtBuild {
-            name: Name::new(&spec.name).unwrap(),
-            version: semver::Version::parse(&spec.version).unwrap(),
-            image: Target {
+        let build = ExtBuild::new(
+            Name::new(&spec.name).unwrap(),
+            semver::Version::parse(&spec.version).unwrap(),
+            Target {
                 path: RelPath::new(&rel).unwrap(),
                 size: fs::metadata(&dest).unwrap().len(),
                 sha256: Sha256::from_hex(&sha).unwrap(),
             },
-            release: identity_of(spec),
-        };
+            identity_of(spec),
+        );
         let v = os_version(self.c.suite());
         self.ch.release_mut(&v).extensions.push(build);
     }
