@@ -384,7 +384,7 @@ pub enum UsrDevice {
 }
 
 /// The words of a kernel command line as systemd splits it (`proc_cmdline_parse`, whose
-/// generators mount /usr): separated by whitespace outside quotes; a `"` or `'` opens a quote
+/// generators mount /usr): separated by spaces, tabs and newlines outside quotes; a `"` or `'` opens a quote
 /// that the same character closes, anywhere in a word, and the quote characters are dropped
 /// (`mount.usr="PARTLABEL=USR A"` and `"mount.usr=PARTLABEL=USR A"` are one word,
 /// `mount.usr=PARTLABEL=USR A`); a quote left open runs to the end of the line; a backslash is
@@ -397,7 +397,7 @@ pub fn cmdline_words(cmdline: &str) -> Vec<String> {
         match quote {
             Some(q) if c == q => quote = None,
             Some(_) => word.get_or_insert_with(String::new).push(c),
-            None if c.is_whitespace() => words.extend(word.take()),
+            None if matches!(c, ' ' | '\t' | '\n' | '\r') => words.extend(word.take()),
             None if c == '"' || c == '\'' => {
                 quote = Some(c);
                 word.get_or_insert_with(String::new);
