@@ -47,7 +47,8 @@ fn header_and_array(
         .checked_mul(sector)?;
     let array_len = (le32(header, 80)? as usize).checked_mul(le32(header, 84)? as usize)?;
     let array_end = array_at.checked_add(array_len)?;
-    (array_end <= disk.len() && array_len <= 16 << 20).then_some((at..at + size, array_at..array_end))
+    (array_end <= disk.len() && array_len <= 16 << 20)
+        .then_some((at..at + size, array_at..array_end))
 }
 
 /// Recompute the entry array CRC, then the header CRC, of the header at `lba`.
@@ -133,10 +134,15 @@ fn assert_inside(table: &Table, len: u64) -> Vec<std::ops::Range<u64>> {
         .partitions
         .iter()
         .map(|p| {
-            let offset = p.offset(sector).expect("a read partition's offset fits in u64");
+            let offset = p
+                .offset(sector)
+                .expect("a read partition's offset fits in u64");
             let size = p.size(sector).expect("a read partition's size fits in u64");
             let end = offset.checked_add(size).expect("its end fits in u64");
-            assert!(size > 0 && end <= len, "{p:?} outside a disk of {len} bytes");
+            assert!(
+                size > 0 && end <= len,
+                "{p:?} outside a disk of {len} bytes"
+            );
             assert!(offset >= 3 * sector, "{p:?} over the primary GPT");
             offset..end
         })
@@ -164,7 +170,11 @@ pub fn gpt(data: &[u8]) {
     let attributes = crc32fast::hash(data).into();
     let mut written = image.clone();
     let result = written.write_attributes(index, attributes);
-    assert_eq!(written.bytes.len(), image.bytes.len(), "the disk changed size");
+    assert_eq!(
+        written.bytes.len(),
+        image.bytes.len(),
+        "the disk changed size"
+    );
     for r in &ranges {
         let r = r.start as usize..r.end as usize;
         assert!(
@@ -173,7 +183,10 @@ pub fn gpt(data: &[u8]) {
         );
     }
     let Some(part) = table.partitions.iter().find(|p| p.index == index) else {
-        assert!(result.is_err(), "wrote partition {index}, which is not in {table:?}");
+        assert!(
+            result.is_err(),
+            "wrote partition {index}, which is not in {table:?}"
+        );
         return;
     };
     result.unwrap_or_else(|e| panic!("writing partition {index} of a table that reads: {e}"));
@@ -183,11 +196,17 @@ pub fn gpt(data: &[u8]) {
         .iter_mut()
         .filter(|p| p.index == part.index)
         .for_each(|p| p.attributes = attributes);
-    assert_eq!(back, want, "the write changed more than one attribute field");
+    assert_eq!(
+        back, want,
+        "the write changed more than one attribute field"
+    );
     // Both copies whole now: writing the same value again writes nothing.
     let mut again = written.clone();
     again
         .write_attributes(index, attributes)
         .expect("the same write again");
-    assert!(again.bytes == written.bytes, "a repeated write changed the disk");
+    assert!(
+        again.bytes == written.bytes,
+        "a repeated write changed the disk"
+    );
 }

@@ -476,7 +476,10 @@ mod tests {
         let cases: [(&str, Option<UsrDevice>); 7] = [
             ("mount.usr=\"PARTLABEL=USR A\" ro", label("USR A")),
             ("\"mount.usr=PARTLABEL=USR-A\"", label("USR-A")),
-            ("mount.usr=PARTLABEL=\"USR B\" usr=PARTLABEL=X", label("USR B")),
+            (
+                "mount.usr=PARTLABEL=\"USR B\" usr=PARTLABEL=X",
+                label("USR B"),
+            ),
             ("mount.usr='PARTLABEL=a \"b\"'", label("a \"b\"")),
             // A quoted word's space does not start a new key: no usr= here.
             ("root=\"x usr=PARTLABEL=USR-B\"", None),

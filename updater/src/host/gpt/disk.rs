@@ -118,7 +118,9 @@ impl Disk {
                 Ok(buf)
             }
             // In range: checked above against `len`, which is the vector's length.
-            Backing::Memory(bytes) => Ok(bytes.borrow()[offset as usize..][..len as usize].to_vec()),
+            Backing::Memory(bytes) => {
+                Ok(bytes.borrow()[offset as usize..][..len as usize].to_vec())
+            }
         }
     }
 

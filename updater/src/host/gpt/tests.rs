@@ -407,6 +407,9 @@ fn patched(image: &[u8], f: impl Fn(&mut [u8], &mut [u8])) -> Vec<u8> {
     bytes
 }
 
+/// A change to a header (its first 92 bytes) and its entry array, for [`patched`].
+type Patch = Box<dyn Fn(&mut [u8], &mut [u8])>;
+
 fn set64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
@@ -442,23 +445,23 @@ fn gpt_entries_outside_the_disk_or_reversed_are_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let disk = make_disk(dir.path());
     let whole = fs::read(&disk).unwrap();
-    let entry2 = 128;
-    let cases: [(&str, Box<dyn Fn(&mut [u8], &mut [u8])>, &str); 5] = [
+    const ENTRY2: usize = 128;
+    let cases: [(&str, Patch, &str); 5] = [
         (
             "last LBA 2^64-1",
-            Box::new(|_, a| set64(a, entry2 + 40, u64::MAX)),
+            Box::new(|_, a| set64(a, ENTRY2 + 40, u64::MAX)),
             "partition 2 (\"USR-B\"): LBAs 34816..=18446744073709551615 are outside the usable LBAs 34..=131038",
         ),
         (
             "first LBA past the last",
-            Box::new(|_, a| set64(a, entry2 + 32, 70000)),
+            Box::new(|_, a| set64(a, ENTRY2 + 32, 70000)),
             "partition 2 (\"USR-B\"): first LBA 70000 is after its last LBA 67583",
         ),
         (
             "first LBA 2^61 (x 512 overflows u64)",
             Box::new(|_, a| {
-                set64(a, entry2 + 32, 1 << 61);
-                set64(a, entry2 + 40, 1 << 61);
+                set64(a, ENTRY2 + 32, 1 << 61);
+                set64(a, ENTRY2 + 40, 1 << 61);
             }),
             "LBAs 2305843009213693952..=2305843009213693952 are outside the usable LBAs",
         ),
@@ -477,8 +480,13 @@ fn gpt_entries_outside_the_disk_or_reversed_are_refused_naming_the_field() {
         fs::write(&disk, patched(&whole, f)).unwrap();
         let before = fs::read(&disk).unwrap();
         let err = Table::read(&disk).unwrap_err().to_string();
-        assert!(err.contains(want) && err.contains(path_str(&disk)), "{case}: {err}");
-        let err = write_prio(&disk, 1, prio(2, 1, false)).unwrap_err().to_string();
+        assert!(
+            err.contains(want) && err.contains(path_str(&disk)),
+            "{case}: {err}"
+        );
+        let err = write_prio(&disk, 1, prio(2, 1, false))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{case}: {err}");
         assert_eq!(fs::read(&disk).unwrap(), before, "{case}: nothing written");
     }
@@ -491,7 +499,7 @@ fn gpt_structures_over_the_usable_range_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let disk = make_disk(dir.path());
     let whole = fs::read(&disk).unwrap();
-    let cases: [(&str, Box<dyn Fn(&mut [u8], &mut [u8])>, &str); 2] = [
+    let cases: [(&str, Patch, &str); 2] = [
         (
             "first usable LBA 33, inside the primary array",
             Box::new(|h, _| set64(h, 40, 33)),
@@ -526,7 +534,13 @@ fn gpt_image_in_memory_reads_and_writes_like_the_file() {
     assert_eq!(from_image.disk, Path::new(Image::PATH));
     write_attributes(&disk, 2, 7).unwrap();
     image.write_attributes(2, 7).unwrap();
-    assert!(image.bytes == fs::read(&disk).unwrap(), "same bytes written");
+    assert!(
+        image.bytes == fs::read(&disk).unwrap(),
+        "same bytes written"
+    );
     let err = image.write_attributes(3, 7).unwrap_err();
-    assert!(matches!(err, GptError::NoPartition { index: 3, .. }), "{err}");
+    assert!(
+        matches!(err, GptError::NoPartition { index: 3, .. }),
+        "{err}"
+    );
 }

@@ -303,7 +303,13 @@ fn free_space_and_backoff() {
 fn content_range_is_parsed_strictly() {
     // Only `bytes a-b/n` (or `/*`) with a ≤ b < n is a range to resume from; before, anything
     // after "bytes " up to a '-' was taken as the start ("bytes 5-3/10" resumed at 5).
-    let ok = |first, last, complete| Some(ContentRange { first, last, complete });
+    let ok = |first, last, complete| {
+        Some(ContentRange {
+            first,
+            last,
+            complete,
+        })
+    };
     let cases = [
         ("bytes 0-9/10", ok(0, 9, Some(10))),
         (" bytes 100-199/* ", ok(100, 199, None)),
@@ -313,7 +319,10 @@ fn content_range_is_parsed_strictly() {
         ("bytes +5-6/7", None),
         ("bytes */10", None),
         ("bytes 1-2/", None),
-        ("bytes 18446744073709551615-18446744073709551615/*", ok(u64::MAX, u64::MAX, None)),
+        (
+            "bytes 18446744073709551615-18446744073709551615/*",
+            ok(u64::MAX, u64::MAX, None),
+        ),
         ("bytes 18446744073709551616-1/*", None),
         ("items 0-1/2", None),
     ];
