@@ -29,7 +29,7 @@ type Check = fn(&[u8]);
 fn every_seed_corpus_passes_its_fuzz_check() {
     // Each target's seeds, real fixtures (Debian's os-release, the example configuration, an
     // etcd answer, a manifest of the schema), through the target's own property check.
-    let targets: [(&str, Check); 9] = [
+    let targets: [(&str, Check); 13] = [
         ("version", checks::version),
         ("osrelease", checks::osrelease),
         ("config", checks::config),
@@ -39,6 +39,10 @@ fn every_seed_corpus_passes_its_fuzz_check() {
         ("root", checks::root),
         ("etcd", checks::etcd),
         ("fleetlock", checks::fleetlock),
+        ("gpt", checks::gpt),
+        ("cmdline", checks::cmdline),
+        ("state", checks::state),
+        ("contentrange", checks::contentrange),
     ];
     for (target, check) in targets {
         each_seed(target, check);

@@ -101,14 +101,20 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Byte offset of the partition on the disk, for sectors of `sector` bytes.
-    pub fn offset(&self, sector: u64) -> u64 {
-        self.first_lba * sector
+    /// Byte offset of the partition on the disk, for sectors of `sector` bytes; `None` if it
+    /// does not fit in a u64 (never for a partition of a [`Table`] read with its sector size).
+    pub fn offset(&self, sector: u64) -> Option<u64> {
+        self.first_lba.checked_mul(sector)
     }
 
-    /// Size of the partition in bytes, for sectors of `sector` bytes.
-    pub fn size(&self, sector: u64) -> u64 {
-        (self.last_lba + 1).saturating_sub(self.first_lba) * sector
+    /// Size of the partition in bytes, for sectors of `sector` bytes; `None` if its last LBA is
+    /// before its first or the size does not fit in a u64 (never for a partition of a [`Table`]
+    /// read with its sector size).
+    pub fn size(&self, sector: u64) -> Option<u64> {
+        self.last_lba
+            .checked_sub(self.first_lba)?
+            .checked_add(1)?
+            .checked_mul(sector)
     }
 
     /// The gptprio fields of its attributes.
@@ -220,6 +226,40 @@ pub fn write_prio(disk: &Path, index: u32, prio: Prio) -> Result<u64, GptError> 
     update_attributes(disk, index, |old| prio.apply(old))
 }
 
+/// A disk image held in memory, read and written by the same code as an image file or block
+/// device (with `sector`-byte sectors); for tests and fuzzing. A write past its end is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The whole disk, LBA 0 first.
+    pub bytes: Vec<u8>,
+    /// Logical sector size in bytes (512 or 4096).
+    pub sector: u64,
+}
+
+impl Image {
+    /// The name an image in memory has in errors and in [`Table::disk`].
+    pub const PATH: &'static str = "<disk image in memory>";
+
+    /// [`Table::read`] of the image.
+    pub fn table(&self) -> Result<Table, GptError> {
+        let disk = Disk::memory(Path::new(Self::PATH), self.bytes.clone(), self.sector);
+        let gpt = Gpt::read(&disk)?;
+        Ok(Table::from_gpt(&disk, &gpt))
+    }
+
+    /// [`write_attributes`] on the image: on an error it holds what was written before it.
+    pub fn write_attributes(&mut self, index: u32, attributes: u64) -> Result<(), GptError> {
+        let disk = Disk::memory(
+            Path::new(Self::PATH),
+            std::mem::take(&mut self.bytes),
+            self.sector,
+        );
+        let done = update_on(&disk, index, |_| attributes, |d| Ok(d.in_memory_copy()));
+        self.bytes = disk.into_bytes().unwrap_or_default();
+        done.map(|_| ())
+    }
+}
+
 /// Read-modify-write of one entry's attributes under a single open of the disk.
 fn update_attributes(
     path: &Path,
@@ -227,10 +267,21 @@ fn update_attributes(
     change: impl FnOnce(u64) -> u64,
 ) -> Result<u64, GptError> {
     let disk = Disk::open(path, true)?;
-    let mut gpt = Gpt::read(&disk)?;
+    update_on(&disk, index, change, |_| Disk::open(path, false))
+}
+
+/// Read-modify-write of one entry's attributes on `disk`, then a read back through `reopen`.
+fn update_on(
+    disk: &Disk,
+    index: u32,
+    change: impl FnOnce(u64) -> u64,
+    reopen: impl FnOnce(&Disk) -> Result<Disk, GptError>,
+) -> Result<u64, GptError> {
+    let path = &disk.path;
+    let mut gpt = Gpt::read(disk)?;
     let count = gpt.primary.count();
     let no_partition = || GptError::NoPartition {
-        disk: path.to_path_buf(),
+        disk: path.clone(),
         index,
         count,
     };
@@ -243,12 +294,12 @@ fn update_attributes(
     let new = change(old.attributes);
     if new == old.attributes {
         // Nothing to change, but a damaged copy is still made whole again.
-        gpt.repair(&disk)?;
+        gpt.repair(disk)?;
         return Ok(new);
     }
-    gpt.write_attributes(&disk, i, new)?;
+    gpt.write_attributes(disk, i, new)?;
     // Read back through a fresh open: both copies whole and equal again.
-    let disk = Disk::open(path, false)?;
+    let disk = reopen(disk)?;
     let back = Gpt::read(&disk)?;
     if let Some(Damage::Backup(why) | Damage::Primary(why)) = back.damage {
         return Err(why);
@@ -260,7 +311,7 @@ fn update_attributes(
         .map_or(0, |p| p.attributes);
     if actual != new {
         return Err(GptError::NotWritten {
-            disk: path.to_path_buf(),
+            disk: path.clone(),
             index,
             expected: new,
             actual,

@@ -151,12 +151,25 @@ impl Slots {
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
+        // Table::read refuses a partition outside the disk, so neither is None for a read table.
+        let bytes = |n: Option<u64>, field: &str| {
+            n.ok_or_else(|| {
+                SlotError::Gpt(GptError::Corrupt {
+                    disk: self.disk.clone(),
+                    what: "GPT partition entry",
+                    problem: format!(
+                        "partition {} ({label}): its {field} (LBAs {}..={}, {}-byte sectors) does not fit in 64 bits",
+                        p.index, p.first_lba, p.last_lba, table.sector_size
+                    ),
+                })
+            })
+        };
         Ok(SlotInfo {
             label: label.to_string(),
             index: p.index,
             part_uuid: p.part_uuid.clone(),
-            offset: p.offset(table.sector_size),
-            size: p.size(table.sector_size),
+            offset: bytes(p.offset(table.sector_size), "byte offset")?,
+            size: bytes(p.size(table.sector_size), "byte size")?,
             prio: p.prio(),
         })
     }
@@ -370,16 +383,37 @@ pub enum UsrDevice {
     Label(String),
 }
 
+/// The words of a kernel command line as systemd splits it (`proc_cmdline_parse`, whose
+/// generators mount /usr): separated by spaces, tabs and newlines outside quotes; a `"` or `'` opens a quote
+/// that the same character closes, anywhere in a word, and the quote characters are dropped
+/// (`mount.usr="PARTLABEL=USR A"` and `"mount.usr=PARTLABEL=USR A"` are one word,
+/// `mount.usr=PARTLABEL=USR A`); a quote left open runs to the end of the line; a backslash is
+/// an ordinary character.
+pub fn cmdline_words(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quote = None;
+    for c in cmdline.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => word.get_or_insert_with(String::new).push(c),
+            None if matches!(c, ' ' | '\t' | '\n' | '\r') => words.extend(word.take()),
+            None if c == '"' || c == '\'' => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            None => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    words
+}
+
 /// The last `mount.usr=` (else `usr=`) of a kernel command line, as a partition reference.
 pub fn usr_device(cmdline: &str) -> Option<UsrDevice> {
-    let pick = |key: &str| {
-        cmdline
-            .split_whitespace()
-            .filter_map(|w| w.strip_prefix(key))
-            .next_back()
-    };
+    let words = cmdline_words(cmdline);
+    let pick = |key: &str| words.iter().filter_map(|w| w.strip_prefix(key)).next_back();
     let v = pick("mount.usr=").or_else(|| pick("usr="))?;
-    let v = v.trim_matches('"');
     let uuid = |u: &str| Some(UsrDevice::Uuid(u.to_ascii_lowercase()));
     let label = |l: &str| Some(UsrDevice::Label(l.to_string()));
     if let Some(u) = v.strip_prefix("PARTUUID=") {
@@ -428,6 +462,30 @@ mod tests {
             ),
             ("mount.usr=/dev/sda3", None),
             ("root=/dev/sda1 ro", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(usr_device(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn usr_device_quoted_as_systemd_reads_it() {
+        // Quotes group words and are dropped, wherever they are, as systemd's generators read
+        // the line; before, a quoted word was cut at its space or not seen at all.
+        let label = |l: &str| Some(UsrDevice::Label(l.into()));
+        let cases: [(&str, Option<UsrDevice>); 7] = [
+            ("mount.usr=\"PARTLABEL=USR A\" ro", label("USR A")),
+            ("\"mount.usr=PARTLABEL=USR-A\"", label("USR-A")),
+            (
+                "mount.usr=PARTLABEL=\"USR B\" usr=PARTLABEL=X",
+                label("USR B"),
+            ),
+            ("mount.usr='PARTLABEL=a \"b\"'", label("a \"b\"")),
+            // A quoted word's space does not start a new key: no usr= here.
+            ("root=\"x usr=PARTLABEL=USR-B\"", None),
+            // A quote left open runs to the end of the line.
+            ("mount.usr=\"PARTLABEL=USR-A ro", label("USR-A ro")),
+            ("mount.usr=\"\"", None),
         ];
         for (line, want) in cases {
             assert_eq!(usr_device(line), want, "{line}");

@@ -20,12 +20,20 @@ pub(super) const ARRAY_CRC: std::ops::Range<usize> = 88..92;
 /// Byte range of the attribute field in a partition entry.
 pub(super) const ENTRY_ATTRIBUTES: std::ops::Range<usize> = 48..56;
 
-/// An open disk (image file or block device) and its logical sector size.
+/// An open disk (image file or block device, or an image in memory) and its logical sector size.
 pub(super) struct Disk {
     pub path: PathBuf,
-    pub file: File,
+    backing: Backing,
     pub sector: u64,
     pub len: u64,
+}
+
+/// Where a disk's bytes are.
+enum Backing {
+    /// An image file or block device.
+    File(File),
+    /// An image in memory ([`super::Image`]): the reader and writer as for a file, without I/O.
+    Memory(std::cell::RefCell<Vec<u8>>),
 }
 
 impl Disk {
@@ -48,10 +56,42 @@ impl Disk {
             .map_err(io("seek to the end of"))?;
         Ok(Disk {
             path: path.to_path_buf(),
-            file,
+            backing: Backing::File(file),
             sector,
             len,
         })
+    }
+
+    /// A disk over `bytes` in memory with sectors of `sector` bytes, named `path` in errors.
+    pub fn memory(path: &Path, bytes: Vec<u8>, sector: u64) -> Disk {
+        Disk {
+            path: path.to_path_buf(),
+            len: bytes.len() as u64,
+            backing: Backing::Memory(std::cell::RefCell::new(bytes)),
+            sector,
+        }
+    }
+
+    /// A second disk over a copy of this in-memory disk's bytes, as a fresh open would see them.
+    pub fn in_memory_copy(&self) -> Disk {
+        let bytes = match &self.backing {
+            Backing::Memory(b) => b.borrow().clone(),
+            Backing::File(_) => Vec::new(),
+        };
+        Disk::memory(&self.path, bytes, self.sector)
+    }
+
+    /// The bytes of an in-memory disk (`None` for a file or device).
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self.backing {
+            Backing::Memory(b) => Some(b.into_inner()),
+            Backing::File(_) => None,
+        }
+    }
+
+    /// The number of whole sectors on the disk; the last LBA is one less.
+    pub fn sectors(&self) -> u64 {
+        self.len / self.sector
     }
 
     /// `len` bytes from the start of sector `lba`, refusing a range past the end of the disk.
@@ -70,11 +110,18 @@ impl Disk {
                 ),
             ));
         };
-        let mut buf = vec![0; len as usize];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| GptError::io("read", &self.path, e))?;
-        Ok(buf)
+        match &self.backing {
+            Backing::File(file) => {
+                let mut buf = vec![0; len as usize];
+                file.read_exact_at(&mut buf, offset)
+                    .map_err(|e| GptError::io("read", &self.path, e))?;
+                Ok(buf)
+            }
+            // In range: checked above against `len`, which is the vector's length.
+            Backing::Memory(bytes) => {
+                Ok(bytes.borrow()[offset as usize..][..len as usize].to_vec())
+            }
+        }
     }
 
     /// Write `bytes` at byte `offset`.
@@ -85,16 +132,42 @@ impl Disk {
                 log.push((offset, bytes.to_vec()));
             }
         });
-        self.file
-            .write_all_at(bytes, offset)
-            .map_err(|e| GptError::io("write", &self.path, e))
+        match &self.backing {
+            Backing::File(file) => file
+                .write_all_at(bytes, offset)
+                .map_err(|e| GptError::io("write", &self.path, e)),
+            Backing::Memory(image) => {
+                let mut image = image.borrow_mut();
+                let end = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| Some(o..o.checked_add(bytes.len())?))
+                    .filter(|r| r.end <= image.len());
+                // A file would grow; an image in memory refuses, so that fuzzing catches the write.
+                let range = end.ok_or_else(|| {
+                    GptError::io(
+                        "write",
+                        &self.path,
+                        std::io::Error::other(format!(
+                            "{} bytes at byte {offset}: past the end of the image ({} bytes)",
+                            bytes.len(),
+                            image.len()
+                        )),
+                    )
+                })?;
+                image[range].copy_from_slice(bytes);
+                Ok(())
+            }
+        }
     }
 
     /// Flush everything written to stable storage.
     pub fn sync(&self) -> Result<(), GptError> {
-        self.file
-            .sync_all()
-            .map_err(|e| GptError::io("fsync", &self.path, e))
+        match &self.backing {
+            Backing::File(file) => file
+                .sync_all()
+                .map_err(|e| GptError::io("fsync", &self.path, e)),
+            Backing::Memory(_) => Ok(()),
+        }
     }
 
     fn corrupt(&self, what: &'static str, problem: String) -> GptError {
@@ -316,23 +389,25 @@ impl Gpt {
             Ok(primary) => {
                 let backup = Copy::read(disk, primary.alternate_lba(), "backup GPT header")
                     .and_then(|b| agree(disk, &primary, &b).map(|()| b));
-                match backup {
-                    Ok(backup) => Ok(Gpt {
+                let gpt = match backup {
+                    Ok(backup) => Gpt {
                         primary,
                         backup,
                         damage: None,
-                    }),
+                    },
                     Err(why) => {
                         let lba = primary.alternate_lba();
                         let array_lba = backup_array_lba(disk, &primary, lba)?;
                         let backup = primary.mirror(lba, array_lba, 1);
-                        Ok(Gpt {
+                        Gpt {
                             primary,
                             backup,
                             damage: Some(Damage::Backup(why)),
-                        })
+                        }
                     }
-                }
+                };
+                gpt.check_layout(disk, "primary GPT header")?;
+                Ok(gpt)
             }
             Err(primary_bad) => {
                 let last = (disk.len / disk.sector).saturating_sub(1);
@@ -351,20 +426,84 @@ impl Gpt {
                     ));
                 }
                 let primary = backup.mirror(1, 2, last);
-                let first_usable = le64(&primary.header, 40);
-                if 2 + primary.array.len() as u64 / disk.sector > first_usable {
-                    return Err(disk.corrupt(
-                        "backup GPT header",
-                        format!("no room for a primary entry array before LBA {first_usable}"),
-                    ));
-                }
-                Ok(Gpt {
+                let gpt = Gpt {
                     primary,
                     backup,
                     damage: Some(Damage::Primary(primary_bad)),
-                })
+                };
+                gpt.check_layout(disk, "backup GPT header")?;
+                Ok(gpt)
             }
         }
+    }
+
+    /// Refuse a table whose shape does not fit the disk: the usable LBAs inside the disk, the
+    /// primary header and array before them, the backup array and header after them (neither
+    /// array overlapping its header), and every used entry a range `first ≤ last` inside them.
+    /// `what` names the header in force. Once this holds, every LBA the table leads to is below
+    /// the disk's sector count, so no byte offset (LBA × sector size) overflows, no write lands
+    /// in a partition, and no partition reaches past the end of the disk.
+    fn check_layout(&self, disk: &Disk, what: &'static str) -> Result<(), GptError> {
+        let bad = |problem: String| Err(disk.corrupt(what, problem));
+        let header = &self.primary.header;
+        let (first, last) = (le64(header, 40), le64(header, 48));
+        let sectors = disk.sectors();
+        if first > last {
+            return bad(format!(
+                "first usable LBA {first} is after the last usable LBA {last}"
+            ));
+        }
+        if last >= sectors {
+            return bad(format!(
+                "last usable LBA {last} is past the end of the disk ({sectors} sectors of {} bytes)",
+                disk.sector
+            ));
+        }
+        // The arrays were read from the disk or placed on it, so their ends fit in u64.
+        let end = |c: &Copy| c.array_lba + (c.array.len() as u64).div_ceil(disk.sector);
+        let (p, b) = (&self.primary, &self.backup);
+        if p.array_lba < 2 || end(p) > first {
+            return bad(format!(
+                "the primary partition entry array (LBA {}..{}) is not between the primary header at LBA 1 and the first usable LBA {first}",
+                p.array_lba,
+                end(p)
+            ));
+        }
+        if b.array_lba <= last || b.lba <= last || b.lba >= sectors || end(b) > sectors {
+            return bad(format!(
+                "the backup GPT (header at LBA {}, entry array at LBA {}..{}) is not between the last usable LBA {last} and the end of the disk ({sectors} sectors)",
+                b.lba,
+                b.array_lba,
+                end(b)
+            ));
+        }
+        if (b.array_lba..end(b)).contains(&b.lba) {
+            return bad(format!(
+                "the backup header at LBA {} lies inside its own entry array (LBA {}..{})",
+                b.lba,
+                b.array_lba,
+                end(b)
+            ));
+        }
+        for i in 0..p.count() {
+            let Some(part) = super::Partition::parse(i, p.entry(i)) else {
+                continue;
+            };
+            let (n, lo, hi) = (part.index, part.first_lba, part.last_lba);
+            if lo > hi {
+                return bad(format!(
+                    "partition {n} ({:?}): first LBA {lo} is after its last LBA {hi}",
+                    part.label
+                ));
+            }
+            if lo < first || hi > last {
+                return bad(format!(
+                    "partition {n} ({:?}): LBAs {lo}..={hi} are outside the usable LBAs {first}..={last}",
+                    part.label
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Rewrite the damaged copy whole from the one in force, and fsync; nothing if both are whole.

@@ -144,7 +144,7 @@ fn gpt_read_finds_slots_as_sgdisk_sees_them() {
     assert_matches_sgdisk(&table, 2);
     let a = table.by_label("USR-A").unwrap();
     assert_eq!(
-        (a.index, a.offset(512), a.size(512)),
+        (a.index, a.offset(512).unwrap(), a.size(512).unwrap()),
         (1, 1 << 20, 16 << 20)
     );
     assert_eq!(a.attributes, 1 << 60);
@@ -153,7 +153,7 @@ fn gpt_read_finds_slots_as_sgdisk_sees_them() {
         .by_uuid(&table.partitions[1].part_uuid.to_uppercase())
         .unwrap();
     assert_eq!((b.label.as_str(), b.attributes), ("USR-B", 1));
-    assert_eq!(b.offset(512), a.offset(512) + a.size(512));
+    assert_eq!(b.offset(512), Some(1 << 20 | 16 << 20));
     assert!(table.by_label("USR-C").is_none());
     assert!(table
         .by_uuid("00000000-0000-0000-0000-000000000000")
@@ -379,8 +379,168 @@ fn gpt_uses_the_kernel_sector_size_of_a_4k_loop_device() {
     assert_eq!(table.sector_size, 4096);
     assert_matches_sgdisk(&table, 2);
     let b = table.by_label("USR-B").unwrap();
-    assert_eq!(b.size(table.sector_size), 16 << 20);
+    assert_eq!(b.size(table.sector_size), Some(16 << 20));
     write_prio(&dev.0, b.index, prio(1, 1, false)).unwrap();
     assert_sgdisk_verifies(&dev.0);
     assert_eq!(sgdisk_info(&dev.0, 2).attributes, 0x0011_0000_0000_0000);
+}
+
+/// Both copies of a 512-byte-sector image changed by `f(header, array)`, each CRC recomputed:
+/// a table that every CRC check accepts, whatever its fields say.
+fn patched(image: &[u8], f: impl Fn(&mut [u8], &mut [u8])) -> Vec<u8> {
+    let mut bytes = image.to_vec();
+    for header_at in [512, le64_at(image, 512 + 32) * 512] {
+        let h = header_at as usize;
+        let array = le64_at(&bytes, header_at + 72) as usize * 512;
+        let len = (disk::le64(&bytes, h + 80) as u32 as usize) * 128;
+        let mut header = bytes[h..h + 92].to_vec();
+        let mut entries = bytes[array..array + len].to_vec();
+        f(&mut header, &mut entries);
+        let crc = crc32fast::hash(&entries);
+        header[88..92].copy_from_slice(&crc.to_le_bytes());
+        header[16..20].fill(0);
+        let crc = crc32fast::hash(&header);
+        header[16..20].copy_from_slice(&crc.to_le_bytes());
+        bytes[h..h + 92].copy_from_slice(&header);
+        bytes[array..array + len].copy_from_slice(&entries);
+    }
+    bytes
+}
+
+/// A change to a header (its first 92 bytes) and its entry array, for [`patched`].
+type Patch = Box<dyn Fn(&mut [u8], &mut [u8])>;
+
+fn set64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+#[test]
+fn gpt_partition_offset_and_size_never_overflow() {
+    // Absurd LBAs in an entry: the byte offset and size are None, not a wrapped number (or an
+    // overflow panic in a debug build), and a last LBA before the first is no size at all.
+    let mut p = Partition {
+        index: 1,
+        label: "USR-A".into(),
+        part_uuid: String::new(),
+        type_uuid: String::new(),
+        first_lba: u64::MAX / 512 + 1,
+        last_lba: u64::MAX,
+        attributes: 0,
+    };
+    assert_eq!(p.offset(512), None);
+    assert_eq!(p.size(512), None);
+    assert_eq!(p.offset(1), Some(u64::MAX / 512 + 1));
+    p.first_lba = 0;
+    assert_eq!(p.size(1), None, "2^64 bytes");
+    (p.first_lba, p.last_lba) = (10, 9);
+    assert_eq!(p.size(512), None);
+    (p.first_lba, p.last_lba) = (10, 10);
+    assert_eq!((p.offset(4096), p.size(4096)), (Some(40960), Some(4096)));
+}
+
+#[test]
+fn gpt_entries_outside_the_disk_or_reversed_are_refused_naming_the_field() {
+    // Entries with valid CRCs but LBAs that cannot be: refused by name, before any byte offset
+    // is computed from them; a write refuses too and leaves the disk as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = make_disk(dir.path());
+    let whole = fs::read(&disk).unwrap();
+    const ENTRY2: usize = 128;
+    let cases: [(&str, Patch, &str); 5] = [
+        (
+            "last LBA 2^64-1",
+            Box::new(|_, a| set64(a, ENTRY2 + 40, u64::MAX)),
+            "partition 2 (\"USR-B\"): LBAs 34816..=18446744073709551615 are outside the usable LBAs 34..=131038",
+        ),
+        (
+            "first LBA past the last",
+            Box::new(|_, a| set64(a, ENTRY2 + 32, 70000)),
+            "partition 2 (\"USR-B\"): first LBA 70000 is after its last LBA 67583",
+        ),
+        (
+            "first LBA 2^61 (x 512 overflows u64)",
+            Box::new(|_, a| {
+                set64(a, ENTRY2 + 32, 1 << 61);
+                set64(a, ENTRY2 + 40, 1 << 61);
+            }),
+            "LBAs 2305843009213693952..=2305843009213693952 are outside the usable LBAs",
+        ),
+        (
+            "last usable LBA past the disk",
+            Box::new(|h, _| set64(h, 48, u64::MAX)),
+            "last usable LBA 18446744073709551615 is past the end of the disk (131072 sectors of 512 bytes)",
+        ),
+        (
+            "first usable after last usable",
+            Box::new(|h, _| set64(h, 40, 131_000 + 39)),
+            "first usable LBA 131039 is after the last usable LBA 131038",
+        ),
+    ];
+    for (case, f, want) in cases {
+        fs::write(&disk, patched(&whole, f)).unwrap();
+        let before = fs::read(&disk).unwrap();
+        let err = Table::read(&disk).unwrap_err().to_string();
+        assert!(
+            err.contains(want) && err.contains(path_str(&disk)),
+            "{case}: {err}"
+        );
+        let err = write_prio(&disk, 1, prio(2, 1, false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{case}: {err}");
+        assert_eq!(fs::read(&disk).unwrap(), before, "{case}: nothing written");
+    }
+}
+
+#[test]
+fn gpt_structures_over_the_usable_range_are_refused() {
+    // A primary array reaching into the first usable LBA, a backup header inside the usable
+    // range: a write would land in a partition's bytes, so the table is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = make_disk(dir.path());
+    let whole = fs::read(&disk).unwrap();
+    let cases: [(&str, Patch, &str); 2] = [
+        (
+            "first usable LBA 33, inside the primary array",
+            Box::new(|h, _| set64(h, 40, 33)),
+            "the primary partition entry array (LBA 2..34) is not between the primary header at LBA 1 and the first usable LBA 33",
+        ),
+        (
+            "last usable LBA over the backup",
+            Box::new(|h, _| set64(h, 48, 131_070)),
+            "the backup GPT (header at LBA 131071, entry array at LBA 131039..131071) is not between the last usable LBA 131070",
+        ),
+    ];
+    for (case, f, want) in cases {
+        fs::write(&disk, patched(&whole, f)).unwrap();
+        let err = Table::read(&disk).unwrap_err().to_string();
+        assert!(err.contains(want), "{case}: {err}");
+    }
+}
+
+#[test]
+fn gpt_image_in_memory_reads_and_writes_like_the_file() {
+    // The in-memory image (the fuzz target's way in) gives the file's table and makes the
+    // same bytes as a write to the file.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = make_disk(dir.path());
+    let mut image = Image {
+        bytes: fs::read(&disk).unwrap(),
+        sector: 512,
+    };
+    let from_file = Table::read(&disk).unwrap();
+    let from_image = image.table().unwrap();
+    assert_eq!(from_image.partitions, from_file.partitions);
+    assert_eq!(from_image.disk, Path::new(Image::PATH));
+    write_attributes(&disk, 2, 7).unwrap();
+    image.write_attributes(2, 7).unwrap();
+    assert!(
+        image.bytes == fs::read(&disk).unwrap(),
+        "same bytes written"
+    );
+    let err = image.write_attributes(3, 7).unwrap_err();
+    assert!(
+        matches!(err, GptError::NoPartition { index: 3, .. }),
+        "{err}"
+    );
 }

@@ -399,10 +399,52 @@ impl Fetcher {
 /// The first byte position of a 206's `Content-Range: bytes a-b/n`.
 fn range_start(resp: &reqwest::Response) -> Option<u64> {
     let v = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
-    v.strip_prefix("bytes ")?
-        .split('-')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+    ContentRange::parse(v).map(|r| r.first)
+}
+
+/// A `Content-Range` value of a 206 answer, `bytes first-last/complete` (RFC 9110 §14.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    /// The first byte position.
+    pub first: u64,
+    /// The last byte position (inclusive), not before `first`.
+    pub last: u64,
+    /// The complete length, when the server states it (`*` otherwise); beyond `last`.
+    pub complete: Option<u64>,
+}
+
+impl ContentRange {
+    /// Parse the server's (untrusted) value: `None` for anything but `bytes a-b/n` or
+    /// `bytes a-b/*` with decimal positions, `a ≤ b`, and `b < n`. Optional whitespace around
+    /// the value is allowed, as HTTP field values carry it.
+    pub fn parse(value: &str) -> Option<ContentRange> {
+        let num = |s: &str| -> Option<u64> {
+            // Digits only: `u64::from_str` would also take a leading `+`.
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse().ok())
+                .flatten()
+        };
+        let (range, complete) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
+        let (first, last) = range.split_once('-')?;
+        let (first, last) = (num(first)?, num(last)?);
+        let complete = match complete {
+            "*" => None,
+            n => Some(num(n)?),
+        };
+        (first <= last && complete.is_none_or(|n| last < n)).then_some(ContentRange {
+            first,
+            last,
+            complete,
+        })
+    }
+}
+
+impl std::fmt::Display for ContentRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bytes {}-{}/", self.first, self.last)?;
+        match self.complete {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("*"),
+        }
+    }
 }

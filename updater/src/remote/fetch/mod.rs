@@ -14,7 +14,7 @@ use reqwest::header::{ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 
 pub use error::FetchError;
-pub use file::partial_path;
+pub use file::{partial_path, ContentRange};
 pub use progress::{LogProgress, NoProgress, Progress};
 
 /// Timeouts, retries and parallelism of a [`Fetcher`].

@@ -298,3 +298,38 @@ fn free_space_and_backoff() {
         Path::new("/s/a.raw.partial")
     );
 }
+
+#[test]
+fn content_range_is_parsed_strictly() {
+    // Only `bytes a-b/n` (or `/*`) with a ≤ b < n is a range to resume from; before, anything
+    // after "bytes " up to a '-' was taken as the start ("bytes 5-3/10" resumed at 5).
+    let ok = |first, last, complete| {
+        Some(ContentRange {
+            first,
+            last,
+            complete,
+        })
+    };
+    let cases = [
+        ("bytes 0-9/10", ok(0, 9, Some(10))),
+        (" bytes 100-199/* ", ok(100, 199, None)),
+        ("bytes 5-3/10", None),
+        ("bytes 5-10/10", None),
+        ("bytes 5", None),
+        ("bytes +5-6/7", None),
+        ("bytes */10", None),
+        ("bytes 1-2/", None),
+        (
+            "bytes 18446744073709551615-18446744073709551615/*",
+            ok(u64::MAX, u64::MAX, None),
+        ),
+        ("bytes 18446744073709551616-1/*", None),
+        ("items 0-1/2", None),
+    ];
+    for (value, want) in cases {
+        assert_eq!(ContentRange::parse(value), want, "{value:?}");
+        if let Some(r) = want {
+            assert_eq!(ContentRange::parse(&r.to_string()), want);
+        }
+    }
+}
