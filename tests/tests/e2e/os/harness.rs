@@ -11,6 +11,8 @@
 //!   group, as a service manager's stop or the OOM killer's cgroup kill does) after a delay drawn
 //!   uniformly over the action's measured duration; unset (CI), 2 runs. `UPD_KILL_SEED` repeats a
 //!   sequence of delays.
+//!
+//! `UPD_KILL_TIMES=1` prints the time each step took (prepare, save, count, restore, kill, recover).
 
 use std::os::unix::process::CommandExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,9 +22,11 @@ use std::time::{Duration, Instant};
 use super::rig::OsRig;
 use crate::pull::rig::text_of;
 
-/// The state-changing syscalls: file and block writes, syncs, renames, links, unlinks, mounts.
-pub(crate) const CALLS: &str = "write,pwrite64,writev,fsync,fdatasync,rename,renameat2,symlinkat,\
-                                unlink,unlinkat,mount,umount2,move_mount";
+/// The state-changing syscalls: file and block writes, syncs, truncation, renames, links, unlinks,
+/// directories, mounts (the swap's `move_mount` too).
+pub(crate) const CALLS: &str = "write,pwrite64,writev,pwritev,pwritev2,fsync,fdatasync,ftruncate,\
+                                fallocate,rename,renameat,renameat2,symlink,symlinkat,link,linkat,\
+                                unlink,unlinkat,mkdir,mkdirat,rmdir,mount,umount2,move_mount";
 
 /// Random runs per action when `UPD_KILL_RANDOM` is unset (CI).
 const CI_RANDOM_RUNS: usize = 2;
@@ -127,11 +131,21 @@ fn killed_after(rig: &OsRig, args: &[&str], delay: Duration) -> (Output, bool) {
 /// Kill action `a` at each of its syscall points and at random instants, each on a fresh copy of
 /// its prepared machine, then recover; print and check the figures.
 pub(crate) fn sweep(a: &Action) {
+    let t0 = Instant::now();
+    let lap = |what: &str| {
+        if std::env::var_os("UPD_KILL_TIMES").is_some() {
+            eprintln!("{:>8.2?} {} {what}", t0.elapsed(), a.name);
+        }
+    };
     let mut rig = (a.prepare)();
+    lap("prepared");
     let saved = rig.save();
+    lap("saved");
     let (count, out) = rig.upd_count(a.args, CALLS);
     assert_eq!(out.status.code(), Some(0), "{}:\n{}", a.name, text_of(&out));
+    lap("counted");
     rig.restore(&saved);
+    lap("restored");
     let start = Instant::now();
     let out = rig.upd(a.args, &[]);
     let took = start.elapsed();
@@ -141,10 +155,13 @@ pub(crate) fn sweep(a: &Action) {
     let mut bad = Vec::new();
     for &n in &tried {
         rig.restore(&saved);
+        lap("restored");
         let out = rig.upd_killed_at(a.args, CALLS, n);
+        lap("killed");
         if !consistent(a, &mut rig, &format!("killed at call {n}"), &out) {
             bad.push(n);
         }
+        lap("recovered");
     }
     eprintln!(
         "KILLS {}: {count} calls, {} points tried, {} inconsistent {bad:?}",
@@ -159,13 +176,16 @@ pub(crate) fn sweep(a: &Action) {
     let (mut finished, mut bad_random) = (0, Vec::new());
     for i in 0..runs {
         rig.restore(&saved);
+        lap("restored");
         let delay = delays.next(took);
         let (out, killed) = killed_after(&rig, a.args, delay);
+        lap(&format!("killed after {delay:?}"));
         finished += usize::from(!killed);
         let what = format!("killed after {delay:?} (run {i}, seed {seed})");
         if !consistent(a, &mut rig, &what, &out) {
             bad_random.push(delay);
         }
+        lap("recovered");
     }
     if runs > 0 {
         eprintln!(
