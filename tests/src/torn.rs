@@ -104,7 +104,7 @@ pub enum Op {
 /// made on ROOT's disk, in the order they completed.
 pub fn capture(cmd: &Command, root: &Path, log: &Path) -> (std::process::Output, Vec<Op>) {
     let mut st = Command::new("strace");
-    st.args(["-f", "-qq", "-y", "-xx", "-s", "1000000000", "--seccomp-bpf", "-o"])
+    st.args(["-f", "-qq", "-y", "-xx", "-s", "16777216", "--seccomp-bpf", "-o"])
         .arg(log)
         .arg("-e")
         .arg(format!("trace={TRACED}"))

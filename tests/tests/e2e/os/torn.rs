@@ -47,15 +47,20 @@ fn show(v: &Option<Vec<u8>>) -> String {
 /// Capture `args` on the machine `prepare` builds, check every cut of its calls, and boot the
 /// machine on the distinct states the cuts leave, running `check` there.
 fn torn_sweep(name: &str, prepare: fn() -> OsRig, args: &[&str], check: fn(&mut OsRig)) {
+    let t0 = std::time::Instant::now();
+    let lap = |what: &str| eprintln!("{:>8.2?} torn {name}: {what}", t0.elapsed());
     let mut rig = prepare();
     let saved = rig.save();
+    lap("prepared");
     let log = rig.marker("torn.strace");
     let (out, ops) = torn::capture(&rig.upd_cmd(args, &[]), &rig.m.root(), &log);
     assert_eq!(out.status.code(), Some(0), "{name}:\n{}", text_of(&out));
     let base = Node::saved_root(&saved);
     let replay = Replay::new(&base, ops);
     let calls = replay.ops().len();
+    lap("captured");
     let cuts = replay.cuts();
+    lap("cut");
 
     // 1. No cut leaves a watched file torn.
     let mut values: BTreeMap<PathBuf, BTreeSet<Option<Vec<u8>>>> = BTreeMap::new();
@@ -74,6 +79,7 @@ fn torn_sweep(name: &str, prepare: fn() -> OsRig, args: &[&str], check: fn(&mut 
             );
         }
     }
+    lap("checked the cuts");
     // 2. Once the command is done, a cut loses nothing of it.
     let last = |data, entries| {
         let c = Cut { calls, data, entries };
