@@ -59,6 +59,7 @@ pub struct Machine {
 }
 
 /// What a boot mounts at ROOT/usr (besides the tree the machine was created with).
+#[derive(Clone)]
 enum UsrSource {
     /// A directory (bind) or an image file (loop).
     Path(PathBuf),
@@ -221,12 +222,15 @@ impl Machine {
             copy_tree(&self.dir.path().join(sub), &dir.path().join(sub));
         }
         copy_tree(&self.ns_root().join("run"), &dir.path().join("run"));
-        Saved { dir }
+        Saved {
+            dir,
+            usr_source: self.usr_source.clone(),
+        }
     }
 
     /// Power-cut, run `while_off` (put a disk back, say), put back the directory `saved` holds,
-    /// run `edit` on the root (a power cut's damage, say), boot the same /usr again (no boot
-    /// loader, no try spent) and, if `run`, refill `ROOT/run`: the machine's files are then
+    /// run `edit` on the root (a power cut's damage, say), boot the /usr it had booted again (no
+    /// boot loader, no try spent) and, if `run`, refill `ROOT/run`: the machine's files are then
     /// exactly as when it was saved; mounts it had (a merge) are for the caller to make again.
     pub fn restore(
         &mut self,
@@ -244,6 +248,7 @@ impl Machine {
             copy_tree(&saved.dir.path().join(sub), &path);
         }
         edit(&self.root());
+        self.usr_source = saved.usr_source.clone();
         self.boot();
         if !run {
             return;
@@ -418,6 +423,8 @@ impl Drop for Machine {
 /// A machine's files as [`Machine::save`] copied them.
 pub struct Saved {
     dir: tempfile::TempDir,
+    /// The /usr it had booted: a restore boots it again, whatever booted since.
+    usr_source: Option<UsrSource>,
 }
 
 impl Saved {
