@@ -243,12 +243,11 @@ impl Machine {
         while_off();
         for sub in ["root", "shadow"] {
             let path = self.dir.path().join(sub);
-            fs::remove_dir_all(&path)
-                .unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+            fs::remove_dir_all(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
             copy_tree(&saved.dir.path().join(sub), &path);
         }
         edit(&self.root());
-        self.usr_source = saved.usr_source.clone();
+        self.usr_source.clone_from(&saved.usr_source);
         self.boot();
         if !run {
             return;

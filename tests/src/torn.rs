@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The calls traced: everything that creates, writes, syncs, renames or removes a file.
-pub const TRACED: &str = "openat,open,creat,write,pwrite64,writev,pwritev,pwritev2,lseek,ftruncate,\
+pub const TRACED: &str =
+    "openat,open,creat,write,pwrite64,writev,pwritev,pwritev2,lseek,ftruncate,\
                           fsync,fdatasync,syncfs,rename,renameat,renameat2,unlink,unlinkat,symlink,\
                           symlinkat,mkdir,mkdirat,close";
 
@@ -104,19 +105,30 @@ pub enum Op {
 /// made on ROOT's disk, in the order they completed.
 pub fn capture(cmd: &Command, root: &Path, log: &Path) -> (std::process::Output, Vec<Op>) {
     let mut st = Command::new("strace");
-    st.args(["-f", "-qq", "-y", "-xx", "-s", "16777216", "--seccomp-bpf", "-o"])
-        .arg(log)
-        .arg("-e")
-        .arg(format!("trace={TRACED}"))
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
+    st.args([
+        "-f",
+        "-qq",
+        "-y",
+        "-xx",
+        "-s",
+        "16777216",
+        "--seccomp-bpf",
+        "-o",
+    ])
+    .arg(log)
+    .arg("-e")
+    .arg(format!("trace={TRACED}"))
+    .arg(cmd.get_program())
+    .args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => st.env(k, v),
             None => st.env_remove(k),
         };
     }
-    let out = st.output().expect("run strace (scripts/prereqs installs it)");
+    let out = st
+        .output()
+        .expect("run strace (scripts/prereqs installs it)");
     let text = fs::read_to_string(log).expect("read strace log");
     (out, parse(&text, root))
 }
@@ -195,9 +207,16 @@ fn split_call(line: &str) -> Option<(&str, Vec<&str>, &str)> {
 /// `3</path>` → (3, /path); `AT_FDCWD</path>` → (-100, /path).
 fn fd_arg(a: &str) -> Option<(i32, PathBuf)> {
     let (n, p) = a.split_once('<')?;
-    let fd = if n == "AT_FDCWD" { -100 } else { n.parse().ok()? };
+    let fd = if n == "AT_FDCWD" {
+        -100
+    } else {
+        n.parse().ok()?
+    };
     let p = p.strip_suffix('>')?;
-    Some((fd, PathBuf::from(String::from_utf8_lossy(&unhex(p)).into_owned())))
+    Some((
+        fd,
+        PathBuf::from(String::from_utf8_lossy(&unhex(p)).into_owned()),
+    ))
 }
 
 /// `"\x2f..."` → the path; relative paths are taken against `dir`.
@@ -235,7 +254,10 @@ fn parse_call(line: &str, root: &Path) -> Option<Op> {
     match name {
         "openat" | "open" | "creat" => {
             let (path, flags) = match name {
-                "openat" => (at_path(args[0], args[1])?, args.get(2).copied().unwrap_or("")),
+                "openat" => (
+                    at_path(args[0], args[1])?,
+                    args.get(2).copied().unwrap_or(""),
+                ),
                 "open" => (path_arg(args[0], None)?, args.get(1).copied().unwrap_or("")),
                 _ => (path_arg(args[0], None)?, "O_CREAT|O_TRUNC"),
             };
@@ -764,20 +786,46 @@ mod tests {
         let p = |s: &str| PathBuf::from(s);
         let tmp = p("v/.tmp");
         let ops = vec![
-            Op::Open { fd: 3, path: tmp.clone(), create: true, trunc: true },
-            Op::Write { fd: 3, path: tmp.clone(), at: None, data: b"new!".to_vec() },
+            Op::Open {
+                fd: 3,
+                path: tmp.clone(),
+                create: true,
+                trunc: true,
+            },
+            Op::Write {
+                fd: 3,
+                path: tmp.clone(),
+                at: None,
+                data: b"new!".to_vec(),
+            },
             Op::Sync { path: tmp.clone() },
             Op::Close { fd: 3 },
-            Op::Rename { from: tmp, to: p("v/state.json") },
+            Op::Rename {
+                from: tmp,
+                to: p("v/state.json"),
+            },
             Op::Sync { path: p("v") },
-            Op::Open { fd: 3, path: p("v/plain.txt"), create: true, trunc: true },
-            Op::Write { fd: 3, path: p("v/plain.txt"), at: None, data: b"abcdef".to_vec() },
+            Op::Open {
+                fd: 3,
+                path: p("v/plain.txt"),
+                create: true,
+                trunc: true,
+            },
+            Op::Write {
+                fd: 3,
+                path: p("v/plain.txt"),
+                at: None,
+                data: b"abcdef".to_vec(),
+            },
         ];
         let r = Replay::new(base, ops);
         let mut states = BTreeSet::new();
         let mut plain = BTreeSet::new();
         for (_, tree) in r.cuts() {
-            let st = tree.get(Path::new("v/state.json")).cloned().unwrap_or(Some(b"old".to_vec()));
+            let st = tree
+                .get(Path::new("v/state.json"))
+                .cloned()
+                .unwrap_or(Some(b"old".to_vec()));
             states.insert(st);
             plain.extend(tree.get(Path::new("v/plain.txt")).cloned());
         }

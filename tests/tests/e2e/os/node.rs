@@ -154,7 +154,11 @@ impl Node {
         if !s.merged.is_empty() {
             self.merge();
         }
-        assert_eq!(self.versions(), s.merged, "restored machine merges the saved set");
+        assert_eq!(
+            self.versions(),
+            s.merged,
+            "restored machine merges the saved set"
+        );
     }
 
     /// The machine after a power cut that left its root as `edit` makes the saved one: the disk
@@ -162,7 +166,8 @@ impl Node {
     /// merged, `/run` empty).
     pub(crate) fn restore_cut(&mut self, s: &NodeSave, edit: impl FnOnce(&std::path::Path)) {
         let disk = &self.disk;
-        self.m.restore(&s.machine, || disk.restore(&s.disk), edit, false);
+        self.m
+            .restore(&s.machine, || disk.restore(&s.disk), edit, false);
     }
 
     /// The saved machine's root (read-only: a base to compare with).

@@ -79,7 +79,10 @@ fn good_v2_machine() -> OsRig {
 /// The merged set of the state's active generation (name → version).
 fn active_set(rig: &OsRig) -> BTreeMap<String, String> {
     let st = rig.state();
-    let ext = st["active"]["extensions"].as_object().cloned().unwrap_or_default();
+    let ext = st["active"]["extensions"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     ext.iter()
         .map(|(n, e)| (n.clone(), e["version"].as_str().unwrap_or("?").to_string()))
         .collect()
@@ -95,7 +98,11 @@ fn overlays_on_usr(rig: &OsRig) -> usize {
 fn merged_is_active(rig: &OsRig) {
     let merged = rig.versions();
     assert_eq!(merged, active_set(rig), "links {:?}", rig.links());
-    assert_eq!(overlays_on_usr(rig), 1, "a stack of overlays is left on /usr");
+    assert_eq!(
+        overlays_on_usr(rig),
+        1,
+        "a stack of overlays is left on /usr"
+    );
     let st = rig.state();
     assert!(st["journal"].is_null(), "{st}");
     rig.programs_run(&merged);
@@ -257,7 +264,11 @@ fn generations_whole(rig: &OsRig) {
         for (name, e) in st[g]["extensions"].as_object().into_iter().flatten() {
             let file = store.join(name).join(e["file"].as_str().unwrap());
             let (_, sha) = upd_durable::hash_file(&file).unwrap_or_else(|e| panic!("{g}: {e}"));
-            assert_eq!(hex::encode(sha), e["sha256"].as_str().unwrap(), "{g} {name}");
+            assert_eq!(
+                hex::encode(sha),
+                e["sha256"].as_str().unwrap(),
+                "{g} {name}"
+            );
         }
     }
 }
@@ -282,9 +293,16 @@ fn kill_gc_at_each_syscall() {
             rig.upd_ok(&["gc"], 0);
             generations_whole(rig);
             let files = store_files(rig);
-            assert_eq!(files.len(), 3, "hello 1.3.0 and 1.2.0, world 1.0.0: {files:?}");
+            assert_eq!(
+                files.len(),
+                3,
+                "hello 1.3.0 and 1.2.0, world 1.0.0: {files:?}"
+            );
             rig.upd_ok(&["rollback"], 0);
-            assert_eq!(rig.versions(), set(&[("hello", "1.2.0"), ("world", "1.0.0")]));
+            assert_eq!(
+                rig.versions(),
+                set(&[("hello", "1.2.0"), ("world", "1.0.0")])
+            );
         },
     });
 }

@@ -28,18 +28,25 @@ const CI_STATES: usize = 6;
 /// The files whose readers open them whole: all but temp entries, downloads in flight (kept to
 /// resume, re-hashed before use) and the lock file (its text only names the holder to a human).
 fn watched(p: &Path) -> bool {
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     !name.starts_with(upd_durable::TMP_PREFIX)
         && !name.ends_with(".partial")
         && p != Path::new("var/lib/upd/lock")
 }
 
-fn show(v: &Option<Vec<u8>>) -> String {
+fn show(v: Option<&[u8]>) -> String {
     match v {
         None => "absent".into(),
         Some(b) => {
             let t = String::from_utf8_lossy(b);
-            format!("{} bytes {:?}", b.len(), t.chars().take(120).collect::<String>())
+            format!(
+                "{} bytes {:?}",
+                b.len(),
+                t.chars().take(120).collect::<String>()
+            )
         }
     }
 }
@@ -69,28 +76,40 @@ fn torn_sweep(name: &str, prepare: fn() -> OsRig, args: &[&str], check: fn(&mut 
             if !watched(p) || content.as_deref() == Some(b"/") {
                 continue;
             }
-            let allowed = values.entry(p.clone()).or_insert_with(|| replay.values_of(p));
+            let allowed = values
+                .entry(p.clone())
+                .or_insert_with(|| replay.values_of(p));
             assert!(
                 allowed.contains(content),
                 "{name}: {cut:?} leaves {} torn: {} (whole values: {:?})",
                 p.display(),
-                show(content),
-                allowed.iter().map(show).collect::<Vec<_>>()
+                show(content.as_deref()),
+                allowed
+                    .iter()
+                    .map(|v| show(v.as_deref()))
+                    .collect::<Vec<_>>()
             );
         }
     }
     lap("checked the cuts");
     // 2. Once the command is done, a cut loses nothing of it.
     let last = |data, entries| {
-        let c = Cut { calls, data, entries };
-        cuts.iter().find(|(k, _)| *k == c).map(|(_, t)| t.clone()).unwrap()
+        let c = Cut {
+            calls,
+            data,
+            entries,
+        };
+        cuts.iter()
+            .find(|(k, _)| *k == c)
+            .map(|(_, t)| t.clone())
+            .unwrap()
     };
     let done = last(Data::Written, Entries::Made);
     let durable = last(Data::Synced, Entries::Synced);
     for (p, content) in done.iter().filter(|(p, _)| watched(p)) {
         assert_eq!(
-            show(durable.get(p).unwrap_or(&None)),
-            show(content),
+            show(durable.get(p).and_then(|v| v.as_deref())),
+            show(content.as_deref()),
             "{name}: after it finished, a power cut loses {}",
             p.display()
         );
@@ -103,7 +122,11 @@ fn torn_sweep(name: &str, prepare: fn() -> OsRig, args: &[&str], check: fn(&mut 
     }
     let all = std::env::var("UPD_TORN").as_deref() == Ok("all");
     let states: Vec<(&Tree, Cut)> = distinct.into_iter().collect();
-    let step = if all { 1 } else { states.len().div_ceil(CI_STATES).max(1) };
+    let step = if all {
+        1
+    } else {
+        states.len().div_ceil(CI_STATES).max(1)
+    };
     let mut picked: Vec<usize> = (0..states.len()).step_by(step).collect();
     if picked.last() != Some(&(states.len() - 1)) {
         picked.push(states.len() - 1);
@@ -128,11 +151,19 @@ fn torn_sweep(name: &str, prepare: fn() -> OsRig, args: &[&str], check: fn(&mut 
 }
 
 /// After the cut: `upd boot` and the merge give one whole set; the pull then completes.
-fn boots_then_pulls(rig: &mut OsRig, sets: &[BTreeMap<String, String>], then: &BTreeMap<String, String>) {
+fn boots_then_pulls(
+    rig: &mut OsRig,
+    sets: &[BTreeMap<String, String>],
+    then: &BTreeMap<String, String>,
+) {
     rig.upd_ok(&["boot"], 0);
     rig.merge();
     let merged = rig.versions();
-    assert!(sets.contains(&merged), "merged {merged:?}, links {:?}", rig.links());
+    assert!(
+        sets.contains(&merged),
+        "merged {merged:?}, links {:?}",
+        rig.links()
+    );
     rig.programs_run(&merged);
     rig.upd_ok(&["pull"], 0);
     assert_eq!(&rig.versions(), then);
@@ -157,14 +188,23 @@ fn torn_writes_of_the_extensions_dropin() {
     if !require_root() {
         return;
     }
-    torn_sweep("ext disable", || OsRig::new(&[]), &["ext", "disable", "world"], |rig| {
-        let hello = set(&[("hello", "1.0.0")]);
-        rig.upd_ok(&["boot"], 0);
-        rig.merge();
-        assert_eq!(rig.versions(), set_a());
-        rig.upd_ok(&["pull"], 0);
-        assert!([set_a(), hello].contains(&rig.versions()), "{:?}", rig.versions());
-    });
+    torn_sweep(
+        "ext disable",
+        || OsRig::new(&[]),
+        &["ext", "disable", "world"],
+        |rig| {
+            let hello = set(&[("hello", "1.0.0")]);
+            rig.upd_ok(&["boot"], 0);
+            rig.merge();
+            assert_eq!(rig.versions(), set_a());
+            rig.upd_ok(&["pull"], 0);
+            assert!(
+                [set_a(), hello].contains(&rig.versions()),
+                "{:?}",
+                rig.versions()
+            );
+        },
+    );
 }
 
 #[test]
@@ -173,7 +213,12 @@ fn torn_writes_of_the_channel_dropin() {
     if !require_root() {
         return;
     }
-    torn_sweep("channel", || OsRig::new(&[]), &["channel", "stable"], |rig| {
-        boots_then_pulls(rig, &[set_a()], &set_a());
-    });
+    torn_sweep(
+        "channel",
+        || OsRig::new(&[]),
+        &["channel", "stable"],
+        |rig| {
+            boots_then_pulls(rig, &[set_a()], &set_a());
+        },
+    );
 }
