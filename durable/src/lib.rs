@@ -54,10 +54,27 @@ pub fn rename_durable(from: &Path, to: &Path) -> Result<(), PathError> {
     sync_dir(to.parent().unwrap_or(Path::new("/")))
 }
 
-/// Write `bytes` to `path` atomically: temp file in the same directory, write, fsync, rename, fsync the directory.
+/// Create `dir` and its missing parents, each made durable: the parent of every directory created
+/// is fsync'd, so a file later renamed into `dir` and its directory fsync'd survives a power cut
+/// (the fsync of `dir` alone does not keep `dir`'s own entry in its parent).
+pub fn create_dir_durable(dir: &Path) -> Result<(), PathError> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
+    for d in missing.into_iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+            Err(e) => return Err(PathError::new("create directory", d, e)),
+        }
+        sync_dir(d.parent().unwrap_or(Path::new("/")))?;
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory, write, fsync, rename, fsync the directory
+/// (created durably first if missing, see [`create_dir_durable`]).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PathError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir).map_err(|e| PathError::new("create directory", dir, e))?;
+    create_dir_durable(dir)?;
     let tmp = tmp_sibling(path);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -147,6 +164,18 @@ mod tests {
         atomic_write(&p, b"two", 0o644).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn create_dir_durable_makes_every_missing_parent_and_accepts_an_existing_one() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("a/b/c");
+        create_dir_durable(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_durable(&deep).unwrap();
+        fs::write(d.path().join("file"), b"").unwrap();
+        let err = create_dir_durable(&d.path().join("file/x")).unwrap_err();
+        assert_eq!(err.op, "create directory");
     }
 
     #[test]

@@ -293,6 +293,22 @@ impl Disk {
         )
     }
 
+    /// Every byte of the disk, read through the loop device (what [`Disk::restore`] puts back).
+    pub fn save(&self) -> Vec<u8> {
+        fs::read(&self.device).expect("read the whole disk device")
+    }
+
+    /// Put back bytes [`Disk::save`] read, through the loop device, and fsync: the disk is then as it was,
+    /// GPT copies, slots and all. Nothing may have a slot mounted meanwhile.
+    pub fn restore(&self, bytes: &[u8]) {
+        let mut dst = fs::OpenOptions::new()
+            .write(true)
+            .open(&self.device)
+            .expect("open disk device");
+        dst.write_all(bytes).expect("write the whole disk device");
+        dst.sync_all().expect("fsync disk device");
+    }
+
     /// Simulate one boot of a gptprio boot loader (Flatcar GRUB `gptprio.next`): among USR-A / USR-B take the
     /// first of the highest priority with tries left or marked successful; if it has tries left, consume one
     /// on disk (GRUB does so whether or not the slot is marked successful); return its label.

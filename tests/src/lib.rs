@@ -10,4 +10,5 @@ pub mod nspawn;
 pub mod probe;
 pub mod rootfs;
 pub mod sandbox;
+pub mod torn;
 pub mod tree;

@@ -59,6 +59,7 @@ pub struct Machine {
 }
 
 /// What a boot mounts at ROOT/usr (besides the tree the machine was created with).
+#[derive(Clone)]
 enum UsrSource {
     /// A directory (bind) or an image file (loop).
     Path(PathBuf),
@@ -208,6 +209,57 @@ impl Machine {
             found.extend(all_loop_devices().into_iter().filter(|l| l.backing == id));
         }
         found
+    }
+
+    /// A copy of the machine as it is now: its directory (root, shadow) and what its volatile
+    /// `ROOT/run` holds. [`Machine::restore`] puts it back.
+    pub fn save(&self) -> Saved {
+        let dir = tempfile::Builder::new()
+            .prefix("upd-saved-")
+            .tempdir()
+            .expect("saved machine temp dir");
+        for sub in ["root", "shadow"] {
+            copy_tree(&self.dir.path().join(sub), &dir.path().join(sub));
+        }
+        copy_tree(&self.ns_root().join("run"), &dir.path().join("run"));
+        Saved {
+            dir,
+            usr_source: self.usr_source.clone(),
+        }
+    }
+
+    /// Power-cut, run `while_off` (put a disk back, say), put back the directory `saved` holds,
+    /// run `edit` on the root (a power cut's damage, say), boot the /usr it had booted again (no
+    /// boot loader, no try spent) and, if `run`, refill `ROOT/run`: the machine's files are then
+    /// exactly as when it was saved; mounts it had (a merge) are for the caller to make again.
+    pub fn restore(
+        &mut self,
+        saved: &Saved,
+        while_off: impl FnOnce(),
+        edit: impl FnOnce(&Path),
+        run: bool,
+    ) {
+        self.halt();
+        while_off();
+        for sub in ["root", "shadow"] {
+            let path = self.dir.path().join(sub);
+            fs::remove_dir_all(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+            copy_tree(&saved.dir.path().join(sub), &path);
+        }
+        edit(&self.root());
+        self.usr_source.clone_from(&saved.usr_source);
+        self.boot();
+        if !run {
+            return;
+        }
+        let run = self.ns_root().join("run");
+        let src = saved.dir.path().join("run");
+        crate::images::run_tool(
+            Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", src.display()))
+                .arg(&run),
+        );
     }
 
     /// Power-cut and boot again with the same /usr: every mount (merge, /run) is gone.
@@ -365,6 +417,30 @@ impl Drop for Machine {
             );
         }
     }
+}
+
+/// A machine's files as [`Machine::save`] copied them.
+pub struct Saved {
+    dir: tempfile::TempDir,
+    /// The /usr it had booted: a restore boots it again, whatever booted since.
+    usr_source: Option<UsrSource>,
+}
+
+impl Saved {
+    /// The copy of the machine's root.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+}
+
+/// `cp -a --reflink=auto FROM TO` (TO must not exist).
+fn copy_tree(from: &Path, to: &Path) {
+    crate::images::run_tool(
+        Command::new("cp")
+            .args(["-a", "--reflink=auto"])
+            .arg(from)
+            .arg(to),
+    );
 }
 
 fn write_exec(path: &Path, text: &str) {

@@ -179,8 +179,7 @@ impl Machine {
         set: &LinkSet,
         mut after_each: impl FnMut(),
     ) -> Result<(), MachineError> {
-        fs::create_dir_all(self.link_dir())
-            .map_err(|e| PathError::new("create directory", &self.link_dir(), e))?;
+        upd_durable::create_dir_durable(&self.link_dir())?;
         for (name, target) in set {
             let link = self.link_path(name);
             let now = self.current_link(name)?;

@@ -17,7 +17,7 @@ use crate::remote::channel;
 use crate::remote::fetch::{FetchConfig, FetchError, Fetcher};
 use crate::rules::phase::{Booted, Phase};
 use crate::state::State;
-use upd_durable::{sweep_tmp, PathError};
+use upd_durable::sweep_tmp;
 
 /// Everything a command that changes the machine needs, after taking the lock and reconciling.
 pub struct Session {
@@ -39,8 +39,7 @@ impl Session {
         now: DateTime<Utc>,
     ) -> Result<Self, Error> {
         let state_dir = machine.state_dir();
-        fs::create_dir_all(&state_dir)
-            .map_err(|e| PathError::new("create directory", &state_dir, e))?;
+        upd_durable::create_dir_durable(&state_dir)?;
         let lock = ProcessLock::acquire(&state_dir, wait)?;
         sweep_tmp(&state_dir)?;
         sweep_tmp(&machine.link_dir())?;

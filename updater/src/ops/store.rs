@@ -56,7 +56,7 @@ pub async fn download(
             fs::remove_file(&dest).map_err(|e| PathError::new("remove", &dest, e))?;
         }
         let dir = dest.parent().expect("store files have a directory");
-        fs::create_dir_all(dir).map_err(|e| PathError::new("create directory", dir, e))?;
+        upd_durable::create_dir_durable(dir)?;
         items.push(FetchItem {
             urls: servers.iter().map(|s| b.image.path.url_under(s)).collect(),
             dest,
@@ -69,8 +69,7 @@ pub async fn download(
         return Ok(Vec::new());
     }
     let needed: u64 = items.iter().map(|i| i.size).sum();
-    fs::create_dir_all(m.store_dir())
-        .map_err(|e| PathError::new("create directory", &m.store_dir(), e))?;
+    upd_durable::create_dir_durable(&m.store_dir())?;
     ensure_free_space(&m.store_dir(), needed)?;
     let results = fetcher
         .fetch_all(&items, m.settings.parallel_downloads)

@@ -10,10 +10,17 @@ use upd_tests::bins;
 use upd_tests::channel::Channel;
 use upd_tests::disk::{Disk, GptPrio, USR_A};
 use upd_tests::faultserver::FaultServer;
-use upd_tests::sandbox::Machine;
+use upd_tests::sandbox::{Machine, Saved};
 
 use super::rig::{os, set_a, SLOT_SIZE, V1};
 use crate::pull::rig::text_of;
+
+/// A node as [`Node::save`] left it: the machine's files, the disk's bytes, the set merged.
+pub(crate) struct NodeSave {
+    machine: Saved,
+    disk: Vec<u8>,
+    merged: BTreeMap<String, String>,
+}
 
 /// A sandbox machine and its disk.
 pub(crate) struct Node {
@@ -82,7 +89,8 @@ impl Node {
     pub(crate) fn upd_killed_at(&self, args: &[&str], calls: &str, n: usize) -> Output {
         let inner = self.upd_cmd(args, &[]);
         let mut cmd = Command::new("strace");
-        cmd.args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        // --seccomp-bpf: only the traced calls stop upd, so the rest run at full speed.
+        cmd.args(["-f", "-qq", "--seccomp-bpf", "-o", "/dev/null", "-e"])
             .arg(format!("trace={calls}"))
             .arg("-e")
             .arg(format!("inject={calls}:signal=KILL:when={n}"))
@@ -104,7 +112,7 @@ impl Node {
         let log = self.marker("strace.count");
         let inner = self.upd_cmd(args, &[]);
         let mut cmd = Command::new("strace");
-        cmd.args(["-f", "-qq", "-o"])
+        cmd.args(["-f", "-qq", "--seccomp-bpf", "-o"])
             .arg(&log)
             .arg("-e")
             .arg(format!("trace={calls}"))
@@ -124,6 +132,47 @@ impl Node {
             .filter(|l| !l.contains("+++") && !l.contains("---") && !l.contains("resumed>"))
             .count();
         (n, out)
+    }
+
+    /// Save the machine (files, `/run`, the merged set) and its disk, for [`Node::restore`]: the
+    /// kill harness prepares a machine once and starts every kill from a copy of it.
+    pub(crate) fn save(&self) -> NodeSave {
+        NodeSave {
+            machine: self.m.save(),
+            disk: self.disk.save(),
+            merged: self.versions(),
+        }
+    }
+
+    /// Put the machine back as [`Node::save`] found it: power cut, the disk's bytes and the
+    /// machine's files restored, the same slot booted again (no try spent), `/run` refilled and the
+    /// same set merged by systemd-sysext.
+    pub(crate) fn restore(&mut self, s: &NodeSave) {
+        let disk = &self.disk;
+        self.m
+            .restore(&s.machine, || disk.restore(&s.disk), |_| {}, true);
+        if !s.merged.is_empty() {
+            self.merge();
+        }
+        assert_eq!(
+            self.versions(),
+            s.merged,
+            "restored machine merges the saved set"
+        );
+    }
+
+    /// The machine after a power cut that left its root as `edit` makes the saved one: the disk
+    /// and files of `s`, then `edit` on the root, and the same slot booted (nothing run, nothing
+    /// merged, `/run` empty).
+    pub(crate) fn restore_cut(&mut self, s: &NodeSave, edit: impl FnOnce(&std::path::Path)) {
+        let disk = &self.disk;
+        self.m
+            .restore(&s.machine, || disk.restore(&s.disk), edit, false);
+    }
+
+    /// The saved machine's root (read-only: a base to compare with).
+    pub(crate) fn saved_root(s: &NodeSave) -> PathBuf {
+        s.machine.root()
     }
 
     /// Run upd and insist on exit `code`; returns its output.

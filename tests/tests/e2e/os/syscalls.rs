@@ -3,41 +3,22 @@
 //! loader, `upd boot`, the merge) and check the invariant: one whole generation matching the
 //! booted OS is merged, every extension of it, and the action completes when run again.
 //!
-//! Which points: `UPD_KILL_POINTS=all` every N in 1..=count; `UPD_KILL_POINTS=stride=K` every
-//! Kth (and the last); unset (CI), the one point halfway through the count.
-//! `scripts/killall-points` runs every point of every action and prints the figures.
+//! Also killed at random instants over the action's duration. Each action's machine is built once
+//! and every kill starts from a copy of it (`harness`). Which points and how many random runs: see
+//! `harness`; `scripts/killall-points` runs every point of every action, `scripts/killrandom`
+//! random kills, and both print the figures.
 
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use upd::host::swap::count_sysext_overlays;
 use upd_tests::disk::{USR_A, USR_B};
 use upd_tests::sandbox::require_root;
 
+use super::harness::{sweep, Action};
 use super::rig::{ext, set, set_a, set_b, OsRig, V1, V2};
-use crate::pull::rig::text_of;
-
-/// The state-changing syscalls: file and block writes, syncs, renames, links, unlinks, mounts.
-const CALLS: &str =
-    "write,pwrite64,writev,fsync,fdatasync,rename,renameat2,symlinkat,unlink,unlinkat,mount,umount2";
-
-/// The kill points to try for an action of `count` calls.
-fn points(count: usize) -> Vec<usize> {
-    let mut p: Vec<usize> = match std::env::var("UPD_KILL_POINTS").as_deref() {
-        Ok("all") => (1..=count).collect(),
-        Ok(s) if s.starts_with("stride=") => {
-            let k: usize = s["stride=".len()..]
-                .parse()
-                .expect("UPD_KILL_POINTS=stride=K");
-            (1..=count).step_by(k.max(1)).chain([count]).collect()
-        }
-        _ => vec![(count / 2).max(1)],
-    };
-    p.dedup();
-    p
-}
 
 /// Set A with hello 1.1.0: the extension update for the running 1.0.0.
-fn set_a2() -> BTreeMap<String, String> {
+pub(super) fn set_a2() -> BTreeMap<String, String> {
     set(&[("hello", "1.1.0"), ("world", "1.0.0")])
 }
 
@@ -62,39 +43,7 @@ fn set_of(os: &str) -> Vec<BTreeMap<String, String>> {
     }
 }
 
-/// Kill `args` at each of its points on a machine `prepare` builds afresh, then `recover`;
-/// print and check the figures.
-fn sweep(action: &str, prepare: fn() -> OsRig, args: &[&str], recover: fn(&mut OsRig)) {
-    let rig = prepare();
-    let (count, out) = rig.upd_count(args, CALLS);
-    assert_eq!(out.status.code(), Some(0), "{action}:\n{}", text_of(&out));
-    drop(rig);
-    let tried = points(count);
-    let mut bad = Vec::new();
-    for &n in &tried {
-        let mut rig = prepare();
-        let out = rig.upd_killed_at(args, CALLS, n);
-        let ok = catch_unwind(AssertUnwindSafe(|| recover(&mut rig)));
-        if ok.is_err() {
-            eprintln!(
-                "INCONSISTENT {action} killed at call {n}:\n{}",
-                text_of(&out)
-            );
-            bad.push(n);
-        }
-    }
-    eprintln!(
-        "KILLS {action}: {count} calls, {} points tried, {} inconsistent {bad:?}",
-        tried.len(),
-        bad.len()
-    );
-    assert!(
-        bad.is_empty(),
-        "{action}: inconsistent after kills at {bad:?}"
-    );
-}
-
-fn ext_pull_machine() -> OsRig {
+pub(super) fn ext_pull_machine() -> OsRig {
     let mut rig = OsRig::new(&[]);
     rig.ch.add_extension(V1, &ext("hello", "1.1.0", V1));
     rig.publish();
@@ -127,19 +76,56 @@ fn good_v2_machine() -> OsRig {
     rig
 }
 
+/// The merged set of the state's active generation (name → version).
+fn active_set(rig: &OsRig) -> BTreeMap<String, String> {
+    let st = rig.state();
+    let ext = st["active"]["extensions"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    ext.iter()
+        .map(|(n, e)| (n.clone(), e["version"].as_str().unwrap_or("?").to_string()))
+        .collect()
+}
+
+/// How many sysext overlays are stacked on the machine's /usr now (one when merged, never more).
+fn overlays_on_usr(rig: &OsRig) -> usize {
+    let info = std::fs::read_to_string(format!("/proc/{}/mountinfo", rig.m.pid())).unwrap();
+    count_sysext_overlays(&info, &rig.m.root().join("usr"))
+}
+
+/// The machine merges the set its state calls active, one overlay deep, and no switch is open.
+fn merged_is_active(rig: &OsRig) {
+    let merged = rig.versions();
+    assert_eq!(merged, active_set(rig), "links {:?}", rig.links());
+    assert_eq!(
+        overlays_on_usr(rig),
+        1,
+        "a stack of overlays is left on /usr"
+    );
+    let st = rig.state();
+    assert!(st["journal"].is_null(), "{st}");
+    rig.programs_run(&merged);
+}
+
 #[test]
 fn kill_extension_pull_at_each_syscall() {
     // hello 1.1.0 for the running 1.0.0: download, check, journaled switch and live refresh.
     if !require_root() {
         return;
     }
-    sweep("extension pull", ext_pull_machine, &["pull"], |rig| {
-        boot_consistent(rig, &|os| {
-            assert_eq!(os, V1);
-            vec![set_a(), set_a2()]
-        });
-        rig.upd_ok(&["pull"], 0);
-        assert_eq!(rig.versions(), set_a2());
+    sweep(&Action {
+        name: "extension pull",
+        prepare: ext_pull_machine,
+        args: &["pull"],
+        recover: |rig| {
+            boot_consistent(rig, &|os| {
+                assert_eq!(os, V1);
+                vec![set_a(), set_a2()]
+            });
+            rig.upd_ok(&["pull"], 0);
+            assert_eq!(rig.versions(), set_a2());
+        },
     });
 }
 
@@ -149,15 +135,20 @@ fn kill_os_pull_at_each_syscall() {
     if !require_root() {
         return;
     }
-    sweep("OS pull", os_pull_machine, &["pull"], |rig| {
-        boot_consistent(rig, &set_of);
-        if rig.running_os() == V1 {
-            rig.upd_ok(&["pull"], 0);
+    sweep(&Action {
+        name: "OS pull",
+        prepare: os_pull_machine,
+        args: &["pull"],
+        recover: |rig| {
             boot_consistent(rig, &set_of);
-        }
-        assert_eq!(rig.running_os(), V2);
-        rig.upd_ok(&["mark-good"], 0);
-        assert_eq!(rig.state()["active"]["os_version"], V2);
+            if rig.running_os() == V1 {
+                rig.upd_ok(&["pull"], 0);
+                boot_consistent(rig, &set_of);
+            }
+            assert_eq!(rig.running_os(), V2);
+            rig.upd_ok(&["mark-good"], 0);
+            assert_eq!(rig.state()["active"]["os_version"], V2);
+        },
     });
 }
 
@@ -168,13 +159,18 @@ fn kill_boot_at_each_syscall() {
     if !require_root() {
         return;
     }
-    sweep("boot", booting_machine, &["boot"], |rig| {
-        rig.upd_ok(&["boot"], 0);
-        rig.merge();
-        assert_eq!(rig.versions(), set_b());
-        boot_consistent(rig, &set_of);
-        assert_eq!(rig.running_os(), V1);
-        rig.upd_ok(&["mark-good"], 0);
+    sweep(&Action {
+        name: "boot",
+        prepare: booting_machine,
+        args: &["boot"],
+        recover: |rig| {
+            rig.upd_ok(&["boot"], 0);
+            rig.merge();
+            assert_eq!(rig.versions(), set_b());
+            boot_consistent(rig, &set_of);
+            assert_eq!(rig.running_os(), V1);
+            rig.upd_ok(&["mark-good"], 0);
+        },
     });
 }
 
@@ -184,14 +180,19 @@ fn kill_mark_good_at_each_syscall() {
     if !require_root() {
         return;
     }
-    sweep("mark-good", booted_v2_machine, &["mark-good"], |rig| {
-        boot_consistent(rig, &set_of);
-        rig.upd_ok(&["mark-good"], 0);
-        rig.upd_ok(&["boot"], 0);
-        let st = rig.state();
-        assert!(st["pending"].is_null(), "{st}");
-        assert_eq!(st["active"]["os_version"], rig.running_os());
-        rig.disk.verify();
+    sweep(&Action {
+        name: "mark-good",
+        prepare: booted_v2_machine,
+        args: &["mark-good"],
+        recover: |rig| {
+            boot_consistent(rig, &set_of);
+            rig.upd_ok(&["mark-good"], 0);
+            rig.upd_ok(&["boot"], 0);
+            let st = rig.state();
+            assert!(st["pending"].is_null(), "{st}");
+            assert_eq!(st["active"]["os_version"], rig.running_os());
+            rig.disk.verify();
+        },
     });
 }
 
@@ -201,15 +202,166 @@ fn kill_rollback_at_each_syscall() {
     if !require_root() {
         return;
     }
-    sweep("rollback", good_v2_machine, &["rollback"], |rig| {
-        boot_consistent(rig, &set_of);
-        if rig.running_os() == V2 {
-            rig.upd_ok(&["rollback"], 0);
-            assert_eq!(rig.reboot(), USR_A);
+    sweep(&Action {
+        name: "rollback",
+        prepare: good_v2_machine,
+        args: &["rollback"],
+        recover: |rig| {
+            boot_consistent(rig, &set_of);
+            if rig.running_os() == V2 {
+                rig.upd_ok(&["rollback"], 0);
+                assert_eq!(rig.reboot(), USR_A);
+            }
+            boot_consistent(rig, &set_of);
+            assert_eq!(rig.running_os(), V1);
+            rig.upd_ok(&["mark-good"], 0);
+            rig.disk.verify();
+        },
+    });
+}
+
+/// hello 1.0.0 → 1.1.0 → 1.2.0 → 1.3.0 pulled one after the other with `RETENTION=0`: active
+/// hello 1.3.0, previous 1.2.0, retired 1.1.0 and 1.0.0, whose images `gc` removes.
+fn retired_machine() -> OsRig {
+    let mut rig = OsRig::new(&["RETENTION=0"]);
+    for v in ["1.1.0", "1.2.0", "1.3.0"] {
+        rig.ch.add_extension(V1, &ext("hello", v, V1));
+        rig.publish();
+        rig.upd_ok(&["pull"], 0);
+    }
+    assert_eq!(rig.state()["retired"].as_array().map(Vec::len), Some(2));
+    rig
+}
+
+/// The store's files, `hello/hello-1.3.0-….raw` and so on.
+fn store_files(rig: &OsRig) -> Vec<String> {
+    let store = rig.m.root().join("var/lib/upd/images");
+    let mut files: Vec<String> = walk(&store)
+        .into_iter()
+        .map(|p| p.strip_prefix(&store).unwrap().display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
         }
-        boot_consistent(rig, &set_of);
-        assert_eq!(rig.running_os(), V1);
-        rig.upd_ok(&["mark-good"], 0);
-        rig.disk.verify();
+    }
+    out
+}
+
+/// Every image of the active, pending and previous generations is in the store, whole.
+fn generations_whole(rig: &OsRig) {
+    let st = rig.state();
+    let store = rig.m.root().join("var/lib/upd/images");
+    for g in ["active", "pending", "previous"] {
+        for (name, e) in st[g]["extensions"].as_object().into_iter().flatten() {
+            let file = store.join(name).join(e["file"].as_str().unwrap());
+            let (_, sha) = upd_durable::hash_file(&file).unwrap_or_else(|e| panic!("{g}: {e}"));
+            assert_eq!(
+                hex::encode(sha),
+                e["sha256"].as_str().unwrap(),
+                "{g} {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kill_gc_at_each_syscall() {
+    // `upd gc` on a machine with two retired generations (RETENTION=0): their images removed.
+    // After a kill and a power cut the active set merges, every image the active and previous
+    // generations need is whole, gc completes when run again, and the rollback to the previous
+    // generation still merges it.
+    if !require_root() {
+        return;
+    }
+    sweep(&Action {
+        name: "gc",
+        prepare: retired_machine,
+        args: &["gc"],
+        recover: |rig| {
+            let want = set(&[("hello", "1.3.0"), ("world", "1.0.0")]);
+            boot_consistent(rig, &|_| vec![want.clone()]);
+            generations_whole(rig);
+            rig.upd_ok(&["gc"], 0);
+            generations_whole(rig);
+            let files = store_files(rig);
+            assert_eq!(
+                files.len(),
+                3,
+                "hello 1.3.0 and 1.2.0, world 1.0.0: {files:?}"
+            );
+            rig.upd_ok(&["rollback"], 0);
+            assert_eq!(
+                rig.versions(),
+                set(&[("hello", "1.2.0"), ("world", "1.0.0")])
+            );
+        },
+    });
+}
+
+/// A machine that pulled hello 1.1.0 for its running 1.0.0 (previous: hello 1.0.0): its
+/// `upd rollback` is a live switch of the extension set and nothing else.
+fn switched_machine() -> OsRig {
+    let rig = ext_pull_machine();
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(rig.versions(), set_a2());
+    rig
+}
+
+#[test]
+fn kill_live_switch_at_each_syscall() {
+    // `upd rollback` back to hello 1.0.0 on the same OS: journal, links, the new overlay merged
+    // in a private namespace, cloned, moved beneath the live one, the old one detached, commit.
+    // Without a reboot, the next upd command (gc) finishes or undoes the switch and peels a
+    // stack; the merged set is then the active generation's, one overlay deep; after a power
+    // cut too; and a rollback then completes.
+    if !require_root() {
+        return;
+    }
+    sweep(&Action {
+        name: "live switch",
+        prepare: switched_machine,
+        args: &["rollback"],
+        recover: |rig| {
+            rig.upd_ok(&["gc"], 0);
+            merged_is_active(rig);
+            assert!([set_a(), set_a2()].contains(&rig.versions()));
+            boot_consistent(rig, &|_| vec![set_a(), set_a2()]);
+            merged_is_active(rig);
+            let before = rig.versions();
+            rig.upd_ok(&["rollback"], 0);
+            merged_is_active(rig);
+            assert_ne!(rig.versions(), before);
+        },
+    });
+}
+
+#[test]
+fn kill_live_switch_then_cut_the_power() {
+    // The same switch killed, then the power cut at once: `upd boot` finishes or undoes it, the
+    // merge shows one whole set (the active generation's), and a rollback then completes.
+    if !require_root() {
+        return;
+    }
+    sweep(&Action {
+        name: "live switch, power cut",
+        prepare: switched_machine,
+        args: &["rollback"],
+        recover: |rig| {
+            boot_consistent(rig, &|_| vec![set_a(), set_a2()]);
+            merged_is_active(rig);
+            let before = rig.versions();
+            rig.upd_ok(&["rollback"], 0);
+            merged_is_active(rig);
+            assert_ne!(rig.versions(), before);
+        },
     });
 }

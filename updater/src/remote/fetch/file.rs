@@ -199,7 +199,7 @@ impl Fetcher {
         name: &str,
     ) -> Result<FetchOutcome, FetchError> {
         let dir = t.dest.parent().unwrap_or(Path::new("/"));
-        fs::create_dir_all(dir).map_err(|e| PathError::new("create directory", dir, e))?;
+        upd_durable::create_dir_durable(dir)?;
         let mut part = match t.slot {
             None => Partial::load(partial_path(t.dest), t.size).await?,
             Some(offset) => Partial {
