@@ -140,6 +140,7 @@ mod tests {
                 path: RelPath::new(&format!("os/{}.raw", v.replace('~', "_"))).unwrap(),
                 size: 1,
                 sha256: Sha256([0; 32]),
+                chunk_index: None,
             },
         };
         Release::new(v.parse().unwrap(), os, Vec::new())

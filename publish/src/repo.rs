@@ -381,6 +381,7 @@ impl Repo {
             path: rel.clone(),
             size,
             sha256,
+            chunk_index: None,
         })
     }
 }

@@ -240,6 +240,7 @@ impl Channel {
             path: RelPath::new(&rel).expect("relative image path"),
             size: fs::metadata(&dest).expect("stat image").len(),
             sha256: Sha256::from_hex(&sha).expect("hex sha256"),
+            chunk_index: None,
         }
     }
 
