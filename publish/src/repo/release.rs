@@ -5,15 +5,15 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use semver::Version;
+use upd_channels::chunks::{self, ChunkIndex};
 use upd_channels::compat;
 use upd_channels::manifest::{
     ExtBuild, ExtIdentity, IndexRef, Manifest, OsBuild, OsIdentity, Release, Sha256, Target,
 };
-use upd_channels::chunks::{self, ChunkIndex};
 use upd_channels::name::{Name, RelPath};
-use upd_durable::{atomic_write, PathError};
 use upd_channels::osrelease::OsRelease;
 use upd_channels::version::OsVersion;
+use upd_durable::{atomic_write, PathError};
 use upd_image::{read_extension_release, read_os_release, systemd_version};
 
 use super::{ext_image_path, hash_image, os_image_path, Repo, RepoError, Result};
@@ -172,8 +172,11 @@ struct Planned {
 fn planned_target(src: &Path, path: RelPath) -> Result<Planned> {
     let (size, sha256) = hash_image(src)?;
     let file = File::open(src).map_err(|e| PathError::new("open", src, e))?;
-    let index = ChunkIndex::build(BufReader::with_capacity(1 << 20, file), chunks::DEFAULT_PARAMS)
-        .map_err(|e| PathError::new("chunk", src, e))?;
+    let index = ChunkIndex::build(
+        BufReader::with_capacity(1 << 20, file),
+        chunks::DEFAULT_PARAMS,
+    )
+    .map_err(|e| PathError::new("chunk", src, e))?;
     if index.size != size {
         return Err(RepoError::Invalid(format!(
             "{} changed while it was read ({size} bytes hashed, {} chunked)",

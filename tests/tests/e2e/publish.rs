@@ -227,8 +227,7 @@ fn publish_and_verify_over_http() {
     // Each image has its chunk index next to it, named with its size and hash in the entry.
     let ix = &world["image"]["chunk_index"];
     assert_eq!(
-        ix["path"],
-        "images/ext/world/world-2.0.0-1.0.0.raw.chunks",
+        ix["path"], "images/ext/world/world-2.0.0-1.0.0.raw.chunks",
         "{world}"
     );
     let ix_bytes = std::fs::read(p.path("repo").join(ix["path"].as_str().unwrap())).unwrap();

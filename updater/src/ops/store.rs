@@ -137,7 +137,10 @@ fn seeds(dir: &Path, dest: &Path) -> Vec<PathBuf> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.path())
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
             p != dest && name.ends_with(".raw") && !name.starts_with(upd_durable::TMP_PREFIX)
         })
         .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))

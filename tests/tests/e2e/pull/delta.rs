@@ -58,7 +58,10 @@ fn completes(rig: &mut Rig) -> String {
         .find(|e| e.file_name().to_string_lossy().starts_with("hello-1.1.0-"))
         .expect("1.1.0 in the store")
         .path();
-    assert_eq!(fs::read(copy).unwrap(), fs::read(rig.ch.file(&b.image)).unwrap());
+    assert_eq!(
+        fs::read(copy).unwrap(),
+        fs::read(rig.ch.file(&b.image)).unwrap()
+    );
     text
 }
 
@@ -141,7 +144,12 @@ fn signed_bad_index(rig: &mut Rig, ix_url: &str, edit: fn(&mut Vec<u8>, &ChunkIn
     edit(&mut bytes, &ix);
     fs::write(&path, &bytes).unwrap();
     for b in &mut rig.ch.release_mut(OS_VERSION).extensions {
-        if let Some(r) = b.image.chunk_index.as_mut().filter(|r| path.ends_with(r.path.as_str())) {
+        if let Some(r) = b
+            .image
+            .chunk_index
+            .as_mut()
+            .filter(|r| path.ends_with(r.path.as_str()))
+        {
             r.size = bytes.len() as u64;
             r.sha256 = Sha256(chunks::sha256(&bytes));
         }

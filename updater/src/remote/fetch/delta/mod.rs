@@ -156,7 +156,9 @@ impl Fetcher {
         };
         img.progress.start(&name_of(img.dest), img.size);
         img.progress.advance(held);
-        let r = self.assemble(img, &index, &plan.found, &d.seeds, &mut a).await;
+        let r = self
+            .assemble(img, &index, &plan.found, &d.seeds, &mut a)
+            .await;
         *fetched += a.fetched;
         img.progress.finish();
         r?;
@@ -267,7 +269,8 @@ impl Fetcher {
                         bytes += u64::from(index.chunks[*chunk].length);
                         i += 1;
                     }
-                    self.copy_batch(img, index, &batch, seeds, a, writer).await?;
+                    self.copy_batch(img, index, &batch, seeds, a, writer)
+                        .await?;
                 }
             }
         }
@@ -410,7 +413,12 @@ impl Fetcher {
 }
 
 /// Hash a verified chunk into the image's digest and queue it behind the ones before.
-async fn place(img: &Image<'_>, a: &mut Assembly, writer: &ChunkWriter, b: Bytes) -> Result<(), Fail> {
+async fn place(
+    img: &Image<'_>,
+    a: &mut Assembly,
+    writer: &ChunkWriter,
+    b: Bytes,
+) -> Result<(), Fail> {
     a.ctx.update(&b);
     let n = b.len() as u64;
     if writer.send(b).await.is_err() {

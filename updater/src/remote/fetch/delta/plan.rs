@@ -77,7 +77,11 @@ pub(crate) fn steps(found: &[Option<Found>], from: usize) -> Vec<Step> {
 /// Build the plan: keep the longest prefix of `partial` whose chunks match the index (cutting
 /// the file there), then chunk each seed with the index's parameters and note where each
 /// missing chunk is. A seed that cannot be read is skipped: it was only a shortcut.
-pub(crate) fn plan(index: &ChunkIndex, partial: &Path, seeds: &[PathBuf]) -> Result<Plan, PathError> {
+pub(crate) fn plan(
+    index: &ChunkIndex,
+    partial: &Path,
+    seeds: &[PathBuf],
+) -> Result<Plan, PathError> {
     let (held, ctx) = verified_prefix(index, partial)?;
     let mut want: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
     for (i, c) in index.chunks.iter().enumerate().skip(held) {
@@ -170,10 +174,19 @@ mod tests {
             s,
             vec![
                 Step::Fetch { first: 0, end: 2 },
-                Step::Copy { chunk: 2, from: Found { seed: 0, offset: 0 } },
+                Step::Copy {
+                    chunk: 2,
+                    from: Found { seed: 0, offset: 0 }
+                },
                 Step::Fetch { first: 3, end: 4 },
-                Step::Copy { chunk: 4, from: Found { seed: 1, offset: 0 } },
-                Step::Copy { chunk: 5, from: Found { seed: 0, offset: 0 } },
+                Step::Copy {
+                    chunk: 4,
+                    from: Found { seed: 1, offset: 0 }
+                },
+                Step::Copy {
+                    chunk: 5,
+                    from: Found { seed: 0, offset: 0 }
+                },
                 Step::Fetch { first: 6, end: 9 },
             ]
         );
