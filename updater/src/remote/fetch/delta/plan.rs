@@ -57,18 +57,15 @@ pub(crate) fn steps(found: &[Option<Found>], from: usize) -> Vec<Step> {
     let mut out = Vec::new();
     let mut i = from;
     while i < found.len() {
-        match found[i] {
-            Some(f) => {
-                out.push(Step::Copy { chunk: i, from: f });
+        if let Some(f) = found[i] {
+            out.push(Step::Copy { chunk: i, from: f });
+            i += 1;
+        } else {
+            let first = i;
+            while i < found.len() && found[i].is_none() {
                 i += 1;
             }
-            None => {
-                let first = i;
-                while i < found.len() && found[i].is_none() {
-                    i += 1;
-                }
-                out.push(Step::Fetch { first, end: i });
-            }
+            out.push(Step::Fetch { first, end: i });
         }
     }
     out
