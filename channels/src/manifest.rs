@@ -198,6 +198,21 @@ pub struct Target {
     pub size: u64,
     /// SHA-256 of the whole file.
     pub sha256: Sha256,
+    /// The image's content-defined chunk index, for delta downloads (absent in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_index: Option<IndexRef>,
+}
+
+/// The chunk index file of an image ([`crate::chunks`]): covered by the manifest's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexRef {
+    /// Path relative to the channel repository.
+    pub path: RelPath,
+    /// Exact size in bytes, at most [`crate::chunks::MAX_INDEX_BYTES`].
+    pub size: u64,
+    /// SHA-256 of the index file.
+    pub sha256: Sha256,
 }
 
 /// One build of one extension for a release.
@@ -414,6 +429,24 @@ impl Target {
     fn validate(&self, what: &str) -> Result<(), String> {
         if self.size == 0 {
             return Err(format!("{what} {} has size 0", self.path));
+        }
+        if let Some(ix) = &self.chunk_index {
+            let min = (crate::chunks::HEADER_LEN + crate::chunks::RECORD_LEN) as u64;
+            if !(min..=crate::chunks::MAX_INDEX_BYTES).contains(&ix.size) {
+                return Err(format!(
+                    "{what} {}: chunk index {} is {} bytes, outside {min}..={}",
+                    self.path,
+                    ix.path,
+                    ix.size,
+                    crate::chunks::MAX_INDEX_BYTES
+                ));
+            }
+            if ix.path == self.path {
+                return Err(format!(
+                    "{what} {}: the chunk index is the image itself",
+                    self.path
+                ));
+            }
         }
         Ok(())
     }

@@ -186,6 +186,7 @@ mod tests {
                 path: RelPath::new(&format!("os/{}.raw", v.replace('~', "_"))).unwrap(),
                 size: 1,
                 sha256: Sha256([0; 32]),
+                chunk_index: None,
             },
         };
         Release::new(v.parse().unwrap(), os, Vec::new())
@@ -318,6 +319,7 @@ mod tests {
                 path: RelPath::new(&format!("e/{name}-{v}.raw")).unwrap(),
                 size: 1,
                 sha256: Sha256([1; 32]),
+                chunk_index: None,
             },
             crate::manifest::ExtIdentity {
                 id: "updos".into(),

@@ -394,6 +394,7 @@ impl Repo {
             path: rel.clone(),
             size,
             sha256,
+            chunk_index: None,
         })
     }
 }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
 use semver::Version;
+use upd_channels::chunks::{self, ChunkIndex};
 use upd_channels::manifest::{
-    ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Sha256, Target,
+    ExtBuild, ExtIdentity, IndexRef, Manifest, OsBuild, OsIdentity, Release, Sha256, Target,
     MANIFEST_PAYLOAD_TYPE,
 };
 use upd_channels::name::{Name, RelPath};
@@ -31,6 +32,8 @@ pub struct Channel {
     root_bytes: Vec<u8>,
     /// The manifest as the next [`Channel::publish`] signs it (edit freely; `publish` bumps the serial).
     pub manifest: Manifest,
+    /// Write a chunk index next to each image imported from now on (as `upd-channel` does).
+    pub chunk_indexes: bool,
 }
 
 impl Channel {
@@ -63,6 +66,7 @@ impl Channel {
             channel_key,
             root_bytes,
             manifest: Manifest::new(Name::new(name).expect("channel name"), now),
+            chunk_indexes: false,
         };
         ch.write("roots/1.root.json", &ch.root_bytes);
         ch
@@ -236,10 +240,24 @@ impl Channel {
         let dest = self.repo().join(&rel);
         fs::create_dir_all(dest.parent().expect("parent")).expect("create image dir");
         fs::copy(src, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        let chunk_index = self.chunk_indexes.then(|| {
+            let file = fs::File::open(&dest).expect("open image");
+            let ix = ChunkIndex::build(std::io::BufReader::new(file), chunks::DEFAULT_PARAMS)
+                .expect("chunk image")
+                .to_bytes();
+            let ix_rel = format!("{rel}.chunks");
+            fs::write(self.repo().join(&ix_rel), &ix).expect("write chunk index");
+            IndexRef {
+                path: RelPath::new(&ix_rel).expect("relative index path"),
+                size: ix.len() as u64,
+                sha256: Sha256(chunks::sha256(&ix)),
+            }
+        });
         Target {
             path: RelPath::new(&rel).expect("relative image path"),
             size: fs::metadata(&dest).expect("stat image").len(),
             sha256: Sha256::from_hex(&sha).expect("hex sha256"),
+            chunk_index,
         }
     }
 

@@ -47,6 +47,9 @@ pub enum Fault {
         /// Whether Content-Length includes them.
         declare: bool,
     },
+    /// Flip the byte at this absolute file offset only in answers to a closed Range request
+    /// (`bytes=a-b`, what a delta download asks), not to a whole GET or an open-ended resume.
+    CorruptInRange(u64),
     /// Answer every request with the whole file (200), as servers without Range support do.
     IgnoreRange,
     /// Answer `code` (e.g. 500) with an empty body to the first `times` requests, then serve correctly.
@@ -237,6 +240,10 @@ async fn handle(State(table): State<Table>, uri: Uri, headers: HeaderMap) -> Res
                 !matches!(times, Some(k) if n >= k)
             }
             Fault::Status { times, .. } => e.fired.fetch_add(1, Ordering::SeqCst) < times,
+            Fault::CorruptInRange(_) => range
+                .as_deref()
+                .and_then(|r| r.split_once('-'))
+                .is_some_and(|(_, end)| !end.trim().is_empty()),
             _ => true,
         };
         let plan = Plan {
@@ -386,6 +393,9 @@ async fn read(st: &mut St, n: u64) -> io::Result<Bytes> {
     let (a, b) = (st.pos, st.pos + n);
     let corrupt = match st.plan.fault {
         Fault::CorruptByte(off) if (a..b).contains(&off) => Some((off - a) as usize),
+        Fault::CorruptInRange(off) if st.plan.active && (a..b).contains(&off) => {
+            Some((off - a) as usize)
+        }
         _ => None,
     };
     let mut data = match &st.plan.source {

@@ -42,6 +42,9 @@ pub struct SysextSpec {
     pub program: Option<(String, String)>,
     /// Bytes of random filler (incompressible) to make the image big.
     pub pad_bytes: u64,
+    /// Derive the filler from this seed instead of the system's random generator: two builds
+    /// with the same seed share it byte for byte (a minor update, for delta downloads).
+    pub filler_seed: Option<u64>,
 }
 
 impl SysextSpec {
@@ -60,6 +63,7 @@ impl SysextSpec {
             format: Format::Squashfs,
             program: Some((name.to_string(), format!("{name} {version}"))),
             pad_bytes: 0,
+            filler_seed: None,
         }
     }
 
@@ -162,15 +166,24 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
-/// Write `len` random (incompressible) bytes to `path`.
-fn write_filler(path: &Path, len: u64) {
+/// Write `len` random (incompressible) bytes to `path`, from `seed` when given (xorshift64).
+fn write_filler(path: &Path, len: u64, seed: Option<u64>) {
     let rng = SystemRandom::new();
+    let mut x = seed.map(|s| s | 1);
     let mut f = fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
-        rng.fill(&mut buf[..n]).expect("system random generator");
+        match &mut x {
+            Some(x) => buf[..n].iter_mut().for_each(|b| {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                *b = (*x >> 24) as u8;
+            }),
+            None => rng.fill(&mut buf[..n]).expect("system random generator"),
+        }
         f.write_all(&buf[..n])
             .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         left -= n as u64;
@@ -231,7 +244,7 @@ pub fn build_sysext(spec: &SysextSpec, out_dir: &Path) -> PathBuf {
     if spec.pad_bytes > 0 {
         let dir = usr.join("share").join(&spec.name);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        write_filler(&dir.join("filler.bin"), spec.pad_bytes);
+        write_filler(&dir.join("filler.bin"), spec.pad_bytes, spec.filler_seed);
     }
     let out = out_dir.join(spec.file_name());
     make_image(spec.format, tree.path(), &out);

@@ -176,6 +176,38 @@ fn each_broken_rule_is_refused_with_its_reason() {
             "outside",
         ),
         (
+            "chunk index too large",
+            |v| {
+                v["releases"][0]["extensions"][0]["image"]["chunk_index"] = serde_json::json!(
+                    {"path": "ext/hello-1.0.0.raw.chunks", "size": 1u64 << 40, "sha256": H});
+            },
+            "chunk index",
+        ),
+        (
+            "chunk index is the image",
+            |v| {
+                v["releases"][0]["extensions"][0]["image"]["chunk_index"] = serde_json::json!(
+                    {"path": "ext/hello-1.0.0.raw", "size": 80, "sha256": H});
+            },
+            "the image itself",
+        ),
+        (
+            "chunk index climbing",
+            |v| {
+                v["releases"][0]["extensions"][0]["image"]["chunk_index"] = serde_json::json!(
+                    {"path": "../x.chunks", "size": 80, "sha256": H});
+            },
+            "climb",
+        ),
+        (
+            "chunk index unknown field",
+            |v| {
+                v["releases"][0]["extensions"][0]["image"]["chunk_index"] = serde_json::json!(
+                    {"path": "x.chunks", "size": 80, "sha256": H, "algo": "v2016"});
+            },
+            "unknown field",
+        ),
+        (
             "ext without ID",
             |v| v["releases"][0]["extensions"][0]["release"]["id"] = "".into(),
             "no ID",
@@ -190,6 +222,30 @@ fn each_broken_rule_is_refused_with_its_reason() {
             "{what}: error {err:?} does not mention {needle:?}"
         );
     }
+}
+
+#[test]
+fn chunk_index_is_optional_and_round_trips() {
+    // A manifest of before delta downloads has no index; one with an index keeps it through a round trip.
+    let m = parse(&sample()).unwrap();
+    assert_eq!(m.releases[0].extensions[0].image.chunk_index, None);
+    assert!(!String::from_utf8(m.to_bytes())
+        .unwrap()
+        .contains("chunk_index"));
+    let mut v = sample();
+    v["releases"][0]["extensions"][0]["image"]["chunk_index"] =
+        serde_json::json!({"path": "ext/hello-1.0.0.raw.chunks", "size": 80, "sha256": H});
+    let m = parse(&v).unwrap();
+    let ix = m.releases[0].extensions[0]
+        .image
+        .chunk_index
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (ix.path.as_str(), ix.size),
+        ("ext/hello-1.0.0.raw.chunks", 80)
+    );
+    assert_eq!(Manifest::from_bytes(&m.to_bytes()).unwrap(), m);
 }
 
 #[test]

@@ -1,15 +1,19 @@
 //! Adding a release to a draft: identities read from inside the images, the merge rule, the import.
 
+use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use semver::Version;
+use upd_channels::chunks::{self, ChunkIndex};
 use upd_channels::compat;
 use upd_channels::manifest::{
-    ExtBuild, ExtIdentity, Manifest, OsBuild, OsIdentity, Release, Target,
+    ExtBuild, ExtIdentity, IndexRef, Manifest, OsBuild, OsIdentity, Release, Sha256, Target,
 };
-use upd_channels::name::Name;
+use upd_channels::name::{Name, RelPath};
 use upd_channels::osrelease::OsRelease;
 use upd_channels::version::OsVersion;
+use upd_durable::{atomic_write, PathError};
 use upd_image::{read_extension_release, read_os_release, systemd_version};
 
 use super::{ext_image_path, hash_image, os_image_path, Repo, RepoError, Result};
@@ -157,9 +161,48 @@ pub fn add_release(draft: &mut Manifest, release: Release) -> Result<Added> {
     Ok(Added::Extensions(n))
 }
 
-fn planned_target(src: &Path, path: upd_channels::name::RelPath) -> Result<Target> {
+/// An image to import: its manifest target and the bytes of its chunk index.
+struct Planned {
+    target: Target,
+    index: Vec<u8>,
+}
+
+/// Hash `src` and chunk it ([`chunks::DEFAULT_PARAMS`]); the index goes next to the image as
+/// `<path>.chunks`, named with its size and SHA-256 in the target so the signature covers it.
+fn planned_target(src: &Path, path: RelPath) -> Result<Planned> {
     let (size, sha256) = hash_image(src)?;
-    Ok(Target { path, size, sha256 })
+    let file = File::open(src).map_err(|e| PathError::new("open", src, e))?;
+    let index = ChunkIndex::build(
+        BufReader::with_capacity(1 << 20, file),
+        chunks::DEFAULT_PARAMS,
+    )
+    .map_err(|e| PathError::new("chunk", src, e))?;
+    if index.size != size {
+        return Err(RepoError::Invalid(format!(
+            "{} changed while it was read ({size} bytes hashed, {} chunked)",
+            src.display(),
+            index.size
+        )));
+    }
+    let index = index.to_bytes();
+    let index_path = RelPath::new(&format!("{path}.chunks")).map_err(|source| RepoError::Name {
+        what: "chunk index path".to_string(),
+        source,
+    })?;
+    let chunk_index = Some(IndexRef {
+        path: index_path,
+        size: index.len() as u64,
+        sha256: Sha256(chunks::sha256(&index)),
+    });
+    Ok(Planned {
+        target: Target {
+            path,
+            size,
+            sha256,
+            chunk_index,
+        },
+        index,
+    })
 }
 
 impl Repo {
@@ -176,35 +219,39 @@ impl Repo {
     ) -> Result<(Release, Added)> {
         let mut draft = self.load_draft(channel)?;
         let (version, identity) = inspect_os(os_image, version, architecture)?;
-        let os_target = planned_target(os_image, os_image_path(&identity.id, &version)?)?;
+        let os_planned = planned_target(os_image, os_image_path(&identity.id, &version)?)?;
         let mut builds = Vec::new();
+        let mut indexes = vec![os_planned.index];
         for ext in exts {
             let (ext_version, release) = inspect_ext(ext, &version, &identity)?;
             let path = ext_image_path(&ext.name, &ext_version, &version)?;
+            let planned = planned_target(&ext.image, path)?;
+            indexes.push(planned.index);
             builds.push(ExtBuild::new(
                 ext.name.clone(),
                 ext_version,
-                planned_target(&ext.image, path)?,
+                planned.target,
                 release,
             ));
         }
         let os = OsBuild {
             identity,
-            image: os_target,
+            image: os_planned.target,
         };
         let release = Release::new(version, os, builds);
         let added = add_release(&mut draft, release.clone())?;
         draft.validate().map_err(RepoError::Invalid)?;
-        self.import_checked(os_image, &release.os.image)?;
-        for (src, build) in exts.iter().zip(&release.extensions) {
-            self.import_checked(&src.image, &build.image)?;
+        self.import_checked(os_image, &release.os.image, &indexes[0])?;
+        for ((src, build), index) in exts.iter().zip(&release.extensions).zip(&indexes[1..]) {
+            self.import_checked(&src.image, &build.image, index)?;
         }
         self.save_draft(&draft)?;
         Ok((release, added))
     }
 
-    /// Imports `src` and checks the bytes that landed are the ones planned.
-    fn import_checked(&self, src: &Path, planned: &Target) -> Result<()> {
+    /// Imports `src` and checks the bytes that landed are the ones planned, then writes its
+    /// chunk index (derived from those very bytes, so rewriting one that exists changes nothing).
+    fn import_checked(&self, src: &Path, planned: &Target, index: &[u8]) -> Result<()> {
         let landed = self.import_image(src, &planned.path)?;
         if landed.sha256 != planned.sha256 {
             return Err(RepoError::ImageExists {
@@ -212,6 +259,9 @@ impl Repo {
                 existing: landed.sha256,
                 new: planned.sha256,
             });
+        }
+        if let Some(ix) = &planned.chunk_index {
+            atomic_write(&ix.path.under(self.root()), index, 0o644)?;
         }
         Ok(())
     }

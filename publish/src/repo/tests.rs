@@ -13,6 +13,7 @@ fn target(path: &str, byte: u8) -> Target {
         path: RelPath::new(path).unwrap(),
         size: 4096,
         sha256: Sha256([byte; 32]),
+        chunk_index: None,
     }
 }
 

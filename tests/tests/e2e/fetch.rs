@@ -73,7 +73,8 @@ async fn normal_download_is_verified() {
         out,
         FetchOutcome {
             bytes_downloaded: 5 * MIB,
-            resumed_from: 0
+            resumed_from: 0,
+            reused: 0
         }
     );
     assert_eq!(std::fs::read(&dest).unwrap(), data);
@@ -163,7 +164,8 @@ async fn cut_connection_resumes_with_range() {
         out,
         FetchOutcome {
             bytes_downloaded: 8 * MIB - held,
-            resumed_from: held
+            resumed_from: held,
+            reused: 0
         }
     );
     assert_eq!(std::fs::read(&dest).unwrap(), data);
@@ -279,7 +281,8 @@ async fn server_ignoring_range_restarts_from_zero() {
         out,
         FetchOutcome {
             bytes_downloaded: 2 * MIB,
-            resumed_from: 0
+            resumed_from: 0,
+            reused: 0
         }
     );
     assert_eq!(std::fs::read(&dest).unwrap(), data);

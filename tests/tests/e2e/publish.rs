@@ -6,6 +6,7 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
+use upd_channels::chunks;
 use upd_tests::bins::{self, ChannelWorkdir};
 use upd_tests::images::{build_os_usr, build_sysext, sha256_file, OsSpec, SysextSpec};
 
@@ -223,6 +224,25 @@ fn publish_and_verify_over_http() {
         .path("repo")
         .join(world["image"]["path"].as_str().unwrap());
     assert_eq!(world["image"]["sha256"], sha256_file(&world_file));
+    // Each image has its chunk index next to it, named with its size and hash in the entry.
+    let ix = &world["image"]["chunk_index"];
+    assert_eq!(
+        ix["path"], "images/ext/world/world-2.0.0-1.0.0.raw.chunks",
+        "{world}"
+    );
+    let ix_bytes = std::fs::read(p.path("repo").join(ix["path"].as_str().unwrap())).unwrap();
+    assert_eq!(ix["size"], ix_bytes.len() as u64);
+    assert_eq!(ix["sha256"], hex::encode(chunks::sha256(&ix_bytes)));
+    let image_bytes = std::fs::read(&world_file).unwrap();
+    let index = chunks::ChunkIndex::from_bytes(&ix_bytes, image_bytes.len() as u64).unwrap();
+    assert_eq!(index.params, chunks::DEFAULT_PARAMS);
+    for c in &index.chunks {
+        let bytes = &image_bytes[c.offset as usize..c.end() as usize];
+        assert_eq!(chunks::sha256(bytes), c.sha256, "chunk at {}", c.offset);
+    }
+    assert!(release["os"]["image"]["chunk_index"]["path"]
+        .as_str()
+        .is_some_and(|p| p.ends_with(".raw.chunks")));
     // Signing again bumps the serial; a second build of hello joins the same release.
     let hello2 = build_sysext(
         &SysextSpec::new("hello", "1.0.1", "testos", "1.0.0"),

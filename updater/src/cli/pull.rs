@@ -150,8 +150,8 @@ fn print_extensions(report: &PullReport) {
             eprintln!("upd: {name}: {f} -> {t}");
         }
         eprintln!(
-            "upd: switched to the new set (downloaded {} bytes, resumed {})",
-            report.downloaded, report.resumed
+            "upd: switched to the new set (downloaded {} bytes, resumed {}, reused {} from the store)",
+            report.downloaded, report.resumed, report.reused
         );
     }
     for p in &report.problems {

@@ -34,6 +34,8 @@ pub struct PullReport {
     pub downloaded: u64,
     /// Bytes reused from partial files of an earlier run.
     pub resumed: u64,
+    /// Bytes copied from images already in the store instead of downloaded (delta downloads).
+    pub reused: u64,
     /// Whether an unfinished switch was found and finished or undone first.
     pub reconciled: String,
 }
@@ -47,6 +49,7 @@ impl PullReport {
             problems: Vec::new(),
             downloaded: 0,
             resumed: 0,
+            reused: 0,
             reconciled: String::new(),
         }
     }
@@ -153,6 +156,7 @@ async fn pull_extensions(
         problems: plan.blocked().filter_map(|c| c.problem.clone()).collect(),
         downloaded: 0,
         resumed: 0,
+        reused: 0,
         reconciled: format!("{:?}", s.reconciled),
     };
     let Some((target, to)) = extensions_to_apply(&m, &s.state, &plan, &host, now)? else {
@@ -163,6 +167,7 @@ async fn pull_extensions(
     let new_files = store::download(&m, &fetcher, &plan, progress, &mut moved).await?;
     report.downloaded = moved.bytes;
     report.resumed = moved.resumed;
+    report.reused = moved.reused;
     if let Err(e) = check_images(&m, &plan, &host.identity) {
         for f in new_files {
             let _ = fs::remove_file(f);

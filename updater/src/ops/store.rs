@@ -14,7 +14,7 @@ use upd_image as image;
 use crate::host::machine::Machine;
 use crate::ops::Error;
 use crate::remote::channel;
-use crate::remote::fetch::{ensure_free_space, FetchItem, Fetcher, Progress};
+use crate::remote::fetch::{ensure_free_space, DeltaSource, FetchItem, Fetcher, Progress};
 use upd_durable::PathError;
 
 /// Bytes a download moved.
@@ -24,6 +24,8 @@ pub struct Downloaded {
     pub bytes: u64,
     /// Bytes reused from partial files of an earlier run.
     pub resumed: u64,
+    /// Bytes copied from images already in the store (delta downloads).
+    pub reused: u64,
 }
 
 /// The store file name of a build: name, version and a hash prefix (two builds never share a file).
@@ -57,12 +59,19 @@ pub async fn download(
         }
         let dir = dest.parent().expect("store files have a directory");
         upd_durable::create_dir_durable(dir)?;
+        let delta = b.image.chunk_index.as_ref().map(|ix| DeltaSource {
+            index_urls: servers.iter().map(|s| ix.path.url_under(s)).collect(),
+            index_size: ix.size,
+            index_sha256: ix.sha256.0,
+            seeds: seeds(dir, &dest),
+        });
         items.push(FetchItem {
             urls: servers.iter().map(|s| b.image.path.url_under(s)).collect(),
             dest,
             size: b.image.size,
             sha256: b.image.sha256.0,
             progress: progress(),
+            delta,
         });
     }
     if items.is_empty() {
@@ -80,6 +89,7 @@ pub async fn download(
             Ok(o) => {
                 moved.bytes += o.bytes_downloaded;
                 moved.resumed += o.resumed_from;
+                moved.reused += o.reused;
             }
             Err(e) => errors.push(e),
         }
@@ -113,6 +123,29 @@ pub fn check_images(m: &Machine, plan: &Plan, host: &HostIdentity) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The images of one extension's store directory a delta download may take chunks from: every
+/// promoted build (not `dest` itself, no `.partial`, no temporary), newest first.
+fn seeds(dir: &Path, dest: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            p != dest && name.ends_with(".raw") && !name.starts_with(upd_durable::TMP_PREFIX)
+        })
+        .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    found.into_iter().map(|(_, p)| p).collect()
 }
 
 /// SHA-256 of an image already in the store, re-checked before it is reused.

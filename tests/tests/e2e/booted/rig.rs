@@ -188,6 +188,7 @@ impl Rig {
                 path: RelPath::new(&rel).unwrap(),
                 size: fs::metadata(&dest).unwrap().len(),
                 sha256: Sha256::from_hex(&sha).unwrap(),
+                chunk_index: None,
             },
             identity_of(spec),
         );

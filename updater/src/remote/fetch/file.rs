@@ -244,6 +244,7 @@ impl Fetcher {
         Ok(FetchOutcome {
             bytes_downloaded: downloaded,
             resumed_from: part.len.saturating_sub(downloaded),
+            reused: 0,
         })
     }
 
@@ -397,7 +398,7 @@ impl Fetcher {
 }
 
 /// The first byte position of a 206's `Content-Range: bytes a-b/n`.
-fn range_start(resp: &reqwest::Response) -> Option<u64> {
+pub(crate) fn range_start(resp: &reqwest::Response) -> Option<u64> {
     let v = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
     ContentRange::parse(v).map(|r| r.first)
 }

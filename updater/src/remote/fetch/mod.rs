@@ -1,5 +1,6 @@
 //! Streaming downloads: hash and size limit in flight, .partial files, Range resume, retries, stall timeout.
 
+mod delta;
 mod error;
 mod file;
 mod progress;
@@ -13,6 +14,7 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::header::{ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 
+pub use delta::DeltaSource;
 pub use error::FetchError;
 pub use file::{partial_path, ContentRange};
 pub use progress::{LogProgress, NoProgress, Progress};
@@ -65,6 +67,8 @@ pub struct FetchOutcome {
     pub bytes_downloaded: u64,
     /// Bytes reused from a partial file left by an earlier run.
     pub resumed_from: u64,
+    /// Bytes copied from images this machine already held (delta download).
+    pub reused: u64,
 }
 
 /// One download for [`Fetcher::fetch_all`].
@@ -80,6 +84,8 @@ pub struct FetchItem {
     pub sha256: [u8; 32],
     /// Where progress goes.
     pub progress: Arc<dyn Progress>,
+    /// The image's chunk index and the local images to reuse chunks of, for a delta download.
+    pub delta: Option<DeltaSource>,
 }
 
 /// An HTTP client with upd's download policy.
@@ -224,11 +230,7 @@ impl Fetcher {
         parallel: usize,
     ) -> Vec<Result<FetchOutcome, FetchError>> {
         stream::iter(items)
-            .map(|it| {
-                self.from_mirrors(&it.urls, |url| {
-                    self.fetch_target(url, &it.dest, it.size, it.sha256, it.progress.as_ref())
-                })
-            })
+            .map(|it| self.fetch_item(it))
             .buffered(parallel.max(1))
             .collect()
             .await
@@ -236,6 +238,28 @@ impl Fetcher {
 }
 
 impl Fetcher {
+    /// One item from its mirrors: a delta download when it has an index, else a whole one.
+    async fn fetch_item(&self, it: &FetchItem) -> Result<FetchOutcome, FetchError> {
+        self.from_mirrors(&it.urls, |url| async move {
+            let Some(d) = &it.delta else {
+                return self
+                    .fetch_target(url, &it.dest, it.size, it.sha256, it.progress.as_ref())
+                    .await;
+            };
+            let mirror = it.urls.iter().position(|u| u == url).unwrap_or(0);
+            let img = delta::Image {
+                url,
+                index_url: d.index_urls.get(mirror).map_or("", String::as_str),
+                dest: &it.dest,
+                size: it.size,
+                sha256: it.sha256,
+                progress: it.progress.as_ref(),
+            };
+            self.fetch_delta(&img, d).await
+        })
+        .await
+    }
+
     /// Run `fetch` on each of `urls` (the same file on each mirror) until one succeeds: a
     /// mirror that 404s, stalls, errs or serves bytes whose hash or size is wrong is passed
     /// over for the next (a partial it left is resumed there, and the hash is still the

@@ -76,7 +76,8 @@ async fn download_verifies_and_promotes() {
         out.unwrap(),
         FetchOutcome {
             bytes_downloaded: img.len() as u64,
-            resumed_from: 0
+            resumed_from: 0,
+            reused: 0
         }
     );
     assert_eq!(progress.done(), img.len() as u64);
@@ -100,7 +101,8 @@ async fn resumes_from_partial_of_earlier_run() {
         out,
         FetchOutcome {
             bytes_downloaded: (img.len() - held) as u64,
-            resumed_from: held as u64
+            resumed_from: held as u64,
+            reused: 0
         }
     );
     assert_eq!(std::fs::read(&dest).unwrap(), img);
@@ -121,7 +123,8 @@ async fn complete_partial_is_verified_without_download() {
         out,
         FetchOutcome {
             bytes_downloaded: 0,
-            resumed_from: 300_000
+            resumed_from: 300_000,
+            reused: 0
         }
     );
     assert_eq!(std::fs::read(&dest).unwrap(), img);
@@ -185,7 +188,8 @@ async fn oversized_partial_is_discarded() {
         out,
         FetchOutcome {
             bytes_downloaded: 10_000,
-            resumed_from: 0
+            resumed_from: 0,
+            reused: 0
         }
     );
 }
@@ -260,6 +264,7 @@ async fn fetch_all_keeps_item_order() {
         size: d.len() as u64,
         sha256: sha(d),
         progress: Arc::new(LogProgress::default()),
+        delta: None,
     };
     let items = vec![
         item("a.raw", &a),

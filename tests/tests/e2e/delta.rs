@@ -1,0 +1,401 @@
+//! Delta downloads by the upd fetcher over real HTTP (the fault server on 127.0.0.1): chunks reused
+//! from a local image, the rest by Range; every bad index or chunk falls back to the full download.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use upd::remote::fetch::{
+    partial_path, DeltaSource, FetchConfig, FetchError, FetchItem, FetchOutcome, Fetcher,
+    NoProgress,
+};
+use upd_channels::chunks::{self, ChunkIndex, HEADER_LEN, RECORD_LEN};
+use upd_tests::faultserver::{Fault, FaultServer};
+
+const MIB: usize = 1 << 20;
+
+/// Deterministic incompressible bytes.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Version 1 (8 MiB) and version 2: 3000 bytes rewritten at 3 MiB, 500 inserted at 6 MiB.
+fn versions() -> (Vec<u8>, Vec<u8>) {
+    let v1 = noise(8 * MIB, 11);
+    let mut v2 = v1.clone();
+    v2[3 * MIB..3 * MIB + 3000].copy_from_slice(&noise(3000, 12));
+    v2.splice(6 * MIB..6 * MIB, noise(500, 13));
+    (v1, v2)
+}
+
+fn fetcher(retries: u32, stall: Duration) -> Fetcher {
+    Fetcher::new(FetchConfig {
+        timeout_connect: Duration::from_secs(5),
+        stall_timeout: stall,
+        retries,
+        backoff_base: Duration::from_millis(20),
+        parallel: 1,
+    })
+    .unwrap()
+}
+
+/// The server with `/b.raw` (v2, `fault`) and its index `/b.raw.chunks` (the bytes `index`); a
+/// store directory holding v1 as the seed.
+struct World {
+    srv: FaultServer,
+    _dir: tempfile::TempDir,
+    dest: PathBuf,
+    seed: PathBuf,
+    v2: Vec<u8>,
+}
+
+async fn world(fault: Fault, index: impl FnOnce(&[u8]) -> Vec<u8>) -> World {
+    let (v1, v2) = versions();
+    let srv = FaultServer::start().await.unwrap();
+    srv.put_bytes("/b.raw", v2.clone(), fault);
+    srv.put_bytes("/b.raw.chunks", index(&v2), Fault::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let seed = store.join("b-1.raw");
+    std::fs::write(&seed, &v1).unwrap();
+    World {
+        srv,
+        dest: store.join("b-2.raw"),
+        seed,
+        _dir: dir,
+        v2,
+    }
+}
+
+fn good_index(v2: &[u8]) -> Vec<u8> {
+    ChunkIndex::build(v2, chunks::DEFAULT_PARAMS)
+        .unwrap()
+        .to_bytes()
+}
+
+impl World {
+    /// The item as `ops::store` builds it; the manifest declares `index_bytes` for the index.
+    fn item(&self, index_bytes: &[u8]) -> FetchItem {
+        FetchItem {
+            urls: vec![self.srv.url("/b.raw")],
+            dest: self.dest.clone(),
+            size: self.v2.len() as u64,
+            sha256: chunks::sha256(&self.v2),
+            progress: Arc::new(NoProgress),
+            delta: Some(DeltaSource {
+                index_urls: vec![self.srv.url("/b.raw.chunks")],
+                index_size: index_bytes.len() as u64,
+                index_sha256: chunks::sha256(index_bytes),
+                seeds: vec![self.seed.clone()],
+            }),
+        }
+    }
+
+    async fn run(&self, f: &Fetcher, item: &FetchItem) -> Result<FetchOutcome, FetchError> {
+        f.fetch_all(std::slice::from_ref(item), 1)
+            .await
+            .pop()
+            .unwrap()
+    }
+
+    /// The download landed, byte for byte v2, no partial left.
+    fn landed(&self) {
+        assert!(std::fs::read(&self.dest).unwrap() == self.v2, "dest is v2");
+        assert!(!partial_path(&self.dest).exists());
+    }
+
+    /// The image was fetched whole, in one plain GET, after whatever the delta attempt asked.
+    fn fell_back(&self, out: &FetchOutcome) {
+        self.landed();
+        let st = self.srv.stats("/b.raw");
+        assert_eq!(st.ranges.last(), Some(&None), "{:?}", st.ranges);
+        assert_eq!(out.reused, 0);
+        assert!(out.bytes_downloaded >= self.v2.len() as u64, "{out:?}");
+    }
+}
+
+#[tokio::test]
+async fn minor_change_fetches_few_bytes_by_range() {
+    // v1 in the store, v2 on the server with a good index: most chunks copied from v1, the rest
+    // by closed Range requests; far fewer bytes served than the image, the result is exactly v2.
+    let w = world(Fault::Normal, good_index).await;
+    let ix = good_index(&w.v2);
+    let out = w
+        .run(&fetcher(0, Duration::from_secs(5)), &w.item(&ix))
+        .await
+        .unwrap();
+    w.landed();
+    let st = w.srv.stats("/b.raw");
+    let size = w.v2.len() as u64;
+    assert!(
+        st.body_bytes * 10 < size,
+        "{} of {size} bytes served",
+        st.body_bytes
+    );
+    assert!(out.reused > size * 9 / 10, "{out:?}");
+    assert_eq!(out.bytes_downloaded, st.body_bytes + ix.len() as u64);
+    assert!(
+        st.ranges.iter().all(|r| r.as_deref().is_some_and(|r| {
+            let (a, b) = r.trim_start_matches("bytes=").split_once('-').unwrap();
+            !a.is_empty() && !b.is_empty()
+        })),
+        "closed ranges only: {:?}",
+        st.ranges
+    );
+    assert!(
+        (2..=6).contains(&st.requests),
+        "neighbours coalesced: {:?}",
+        st.ranges
+    );
+}
+
+#[tokio::test]
+async fn no_seed_fetches_everything_as_one_range() {
+    // Nothing local to reuse: the whole image in one coalesced range, still verified.
+    let w = world(Fault::Normal, good_index).await;
+    std::fs::remove_file(&w.seed).unwrap();
+    let ix = good_index(&w.v2);
+    let out = w
+        .run(&fetcher(0, Duration::from_secs(5)), &w.item(&ix))
+        .await
+        .unwrap();
+    w.landed();
+    assert_eq!(out.reused, 0);
+    let st = w.srv.stats("/b.raw");
+    assert_eq!(st.requests, 1, "{:?}", st.ranges);
+    assert_eq!(st.body_bytes, w.v2.len() as u64);
+}
+
+#[tokio::test]
+async fn cut_range_resumes_at_chunk_granularity() {
+    // The first range answer is cut after 600 kB (a few chunks), no retries: the run fails holding whole
+    // verified chunks only; the next run keeps them and asks only for what is after them.
+    let w = world(
+        Fault::CutAfter {
+            at: 600_000,
+            times: Some(1),
+        },
+        good_index,
+    )
+    .await;
+    std::fs::remove_file(&w.seed).unwrap();
+    let ix = good_index(&w.v2);
+    let item = w.item(&ix);
+    let err = w
+        .run(&fetcher(0, Duration::from_secs(5)), &item)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let held = std::fs::metadata(partial_path(&w.dest)).unwrap().len();
+    let index = ChunkIndex::from_bytes(&ix, w.v2.len() as u64).unwrap();
+    assert!(held > 0 && held < 600_000, "held {held}");
+    assert!(
+        index.chunks.iter().any(|c| c.end() == held),
+        "{held} is a chunk boundary"
+    );
+    w.srv.reset_stats("/b.raw");
+    let out = w
+        .run(&fetcher(0, Duration::from_secs(5)), &item)
+        .await
+        .unwrap();
+    w.landed();
+    assert_eq!(out.resumed_from, held);
+    let st = w.srv.stats("/b.raw");
+    assert_eq!(
+        st.ranges,
+        vec![Some(format!("bytes={held}-{}", w.v2.len() - 1))]
+    );
+}
+
+#[tokio::test]
+async fn stalled_range_honours_the_stall_timeout() {
+    // The range answer stops after 64 KiB and the connection stays open: the fetch fails as
+    // stalled after the 1 s stall timeout (no fallback to a whole download of the same server).
+    let w = world(
+        Fault::StallAfter {
+            at: 64 * 1024,
+            times: None,
+        },
+        good_index,
+    )
+    .await;
+    let ix = good_index(&w.v2);
+    let t = Instant::now();
+    let err = w
+        .run(&fetcher(0, Duration::from_secs(1)), &w.item(&ix))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Stalled { .. }), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(!w.dest.exists());
+}
+
+#[tokio::test]
+async fn index_hash_differs_from_the_manifest() {
+    // The manifest declares one index, the server holds another: refused, full download.
+    let w = world(Fault::Normal, |v2| {
+        let mut b = good_index(v2);
+        let n = b.len();
+        b[n - 1] ^= 1;
+        b
+    })
+    .await;
+    let out = w
+        .run(
+            &fetcher(0, Duration::from_secs(5)),
+            &w.item(&good_index(&w.v2)),
+        )
+        .await
+        .unwrap();
+    w.fell_back(&out);
+    assert_eq!(w.srv.stats("/b.raw").requests, 1);
+}
+
+#[tokio::test]
+async fn index_larger_than_declared_is_cut_off() {
+    // The server sends 1 MiB more index than the manifest declares: not read past the
+    // declared size, full download.
+    let w = world(Fault::Normal, good_index).await;
+    let ix = good_index(&w.v2);
+    w.srv.put_bytes(
+        "/b.raw.chunks",
+        ix.clone(),
+        Fault::Extra {
+            extra: MIB as u64,
+            declare: false,
+        },
+    );
+    let out = w
+        .run(&fetcher(0, Duration::from_secs(5)), &w.item(&ix))
+        .await
+        .unwrap();
+    w.fell_back(&out);
+}
+
+/// A signed-looking index (the manifest declares exactly these bytes) edited by `edit`.
+async fn bad_index_falls_back(edit: fn(&mut Vec<u8>, &ChunkIndex)) {
+    let (_, v2) = versions();
+    let good = ChunkIndex::build(&v2[..], chunks::DEFAULT_PARAMS).unwrap();
+    let mut bad = good.to_bytes();
+    edit(&mut bad, &good);
+    let served = bad.clone();
+    let w = world(Fault::Normal, move |_| served).await;
+    let out = w
+        .run(&fetcher(0, Duration::from_secs(5)), &w.item(&bad))
+        .await
+        .unwrap();
+    w.fell_back(&out);
+    assert_eq!(
+        w.srv.stats("/b.raw").requests,
+        1,
+        "no range asked on a bad index"
+    );
+}
+
+fn patch(b: &mut [u8], i: usize, offset: u64, length: u32) {
+    let at = HEADER_LEN + i * RECORD_LEN;
+    b[at..at + 8].copy_from_slice(&offset.to_le_bytes());
+    b[at + 8..at + 12].copy_from_slice(&length.to_le_bytes());
+}
+
+#[tokio::test]
+async fn index_claiming_more_bytes_than_the_image() {
+    // The index describes an image 64 KiB longer than the manifest's (its last chunk grown).
+    bad_index_falls_back(|b, ix| {
+        let last = ix.chunks.len() - 1;
+        let c = ix.chunks[last];
+        patch(b, last, c.offset, c.length + 65536);
+        b[20..28].copy_from_slice(&(ix.size + 65536).to_le_bytes());
+    })
+    .await;
+    // Same, the header left at the right size: the chunks run past the end.
+    bad_index_falls_back(|b, ix| {
+        let last = ix.chunks.len() - 1;
+        let c = ix.chunks[last];
+        patch(b, last, c.offset, c.length + 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn overlapping_chunks() {
+    // Chunk 5 starts 10 bytes inside chunk 4.
+    bad_index_falls_back(|b, ix| {
+        let c = ix.chunks[5];
+        patch(b, 5, c.offset - 10, c.length + 10);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn out_of_order_chunks() {
+    // Records 2 and 3 swapped.
+    bad_index_falls_back(|b, _| {
+        let (a, z) = (HEADER_LEN + 2 * RECORD_LEN, HEADER_LEN + 3 * RECORD_LEN);
+        let rec2 = b[a..a + RECORD_LEN].to_vec();
+        b.copy_within(z..z + RECORD_LEN, a);
+        b[z..z + RECORD_LEN].copy_from_slice(&rec2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn served_chunk_not_matching_its_hash() {
+    // The server flips a byte inside the changed region, only in answers to chunk ranges: the
+    // chunk is refused before it reaches the partial, the full download completes with good bytes.
+    let w = world(Fault::CorruptInRange((3 * MIB + 100) as u64), good_index).await;
+    let ix = good_index(&w.v2);
+    let out = w
+        .run(&fetcher(0, Duration::from_secs(5)), &w.item(&ix))
+        .await
+        .unwrap();
+    w.landed();
+    let st = w.srv.stats("/b.raw");
+    // The full download resumed after the verified chunks: an open-ended range, or a whole GET.
+    let last = st.ranges.last().unwrap().clone();
+    assert!(
+        last.as_deref().is_none_or(|r| r.ends_with('-')),
+        "{:?}",
+        st.ranges
+    );
+    assert_eq!(out.reused, 0);
+}
+
+#[tokio::test]
+async fn server_ignoring_range() {
+    // The server answers the chunk range with the whole file (200): full download.
+    let w = world(Fault::IgnoreRange, good_index).await;
+    let ix = good_index(&w.v2);
+    let out = w
+        .run(&fetcher(0, Duration::from_secs(5)), &w.item(&ix))
+        .await
+        .unwrap();
+    w.landed();
+    assert_eq!(out.reused, 0);
+    assert!(out.bytes_downloaded >= w.v2.len() as u64, "{out:?}");
+}
+
+#[tokio::test]
+async fn unrelated_seed_offers_nothing() {
+    // A store image that shares nothing with v2 offers no chunks: everything is fetched by
+    // range, the result is v2.
+    let w = world(Fault::Normal, good_index).await;
+    std::fs::write(&w.seed, noise(8 * MIB, 99)).unwrap();
+    let ix = good_index(&w.v2);
+    let out = w
+        .run(&fetcher(0, Duration::from_secs(5)), &w.item(&ix))
+        .await
+        .unwrap();
+    w.landed();
+    assert_eq!(out.reused, 0);
+    assert_eq!(w.srv.stats("/b.raw").body_bytes, w.v2.len() as u64);
+}
