@@ -187,8 +187,11 @@ fn promote_through_channels(desk: &Desk) {
         alpha["releases"][1]["extensions"]
     );
     // One copy of each image in the repository, named by all three channels.
+    // (Each image has its chunk index `<image>.chunks` next to it.)
     let os_images: Vec<_> = std::fs::read_dir(desk.path("repo/images/os"))
         .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "raw"))
         .collect();
     assert_eq!(os_images.len(), 2);
     // Promoting again is harmless: the same content is already there.
