@@ -112,6 +112,11 @@ pub struct OsSpec {
     pub sysext_level: Option<String>,
     /// `VERSION=` (human version, e.g. `3815.2.0`).
     pub version: String,
+    /// Bytes of incompressible filler in `share/<id>/filler.bin`, to make the image big.
+    pub pad_bytes: u64,
+    /// Derive the filler from this seed: two OS versions with the same seed share it byte for
+    /// byte (a minor OS update, for delta downloads).
+    pub filler_seed: Option<u64>,
 }
 
 impl OsSpec {
@@ -122,6 +127,8 @@ impl OsSpec {
             version_id: version_id.into(),
             sysext_level: None,
             version: version_id.into(),
+            pad_bytes: 0,
+            filler_seed: None,
         }
     }
 
@@ -263,6 +270,11 @@ pub fn populate_usr_dir(dir: &Path, os: &OsSpec) {
 pub fn build_os_usr(os: &OsSpec, out_dir: &Path) -> PathBuf {
     let tree = tempfile::tempdir_in(out_dir).expect("staging directory for a USR tree");
     populate_usr_dir(tree.path(), os);
+    if os.pad_bytes > 0 {
+        let dir = tree.path().join("share").join(&os.id);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        write_filler(&dir.join("filler.bin"), os.pad_bytes, os.filler_seed);
+    }
     let out = out_dir.join(format!("usr-{}.img", os.version));
     make_image(Format::Squashfs, tree.path(), &out);
     out

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use upd::remote::fetch::{
     partial_path, DeltaSource, FetchConfig, FetchError, FetchItem, FetchOutcome, Fetcher,
-    NoProgress,
+    NoProgress, Progress, Seed,
 };
 use upd_channels::chunks::{self, ChunkIndex, HEADER_LEN, RECORD_LEN};
 use upd_tests::faultserver::{Fault, FaultServer};
@@ -95,7 +95,7 @@ impl World {
                 index_urls: vec![self.srv.url("/b.raw.chunks")],
                 index_size: index_bytes.len() as u64,
                 index_sha256: chunks::sha256(index_bytes),
-                seeds: vec![self.seed.clone()],
+                seeds: vec![Seed::file(self.seed.clone())],
             }),
         }
     }
@@ -398,4 +398,260 @@ async fn unrelated_seed_offers_nothing() {
     w.landed();
     assert_eq!(out.reused, 0);
     assert_eq!(w.srv.stats("/b.raw").body_bytes, w.v2.len() as u64);
+}
+
+/// Overwrites a seed's range with noise the first time a transfer starts: after the plan was
+/// made, before any chunk is copied (a local image changing under the download).
+struct Clobber {
+    path: PathBuf,
+    offset: u64,
+    len: usize,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Progress for Clobber {
+    fn start(&self, _name: &str, _total: u64) {
+        use std::os::unix::fs::FileExt;
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .unwrap();
+            f.write_all_at(&noise(self.len, 77), self.offset).unwrap();
+            f.sync_all().unwrap();
+        }
+    }
+    fn advance(&self, _n: u64) {}
+    fn finish(&self) {}
+}
+
+#[tokio::test]
+async fn seed_changing_between_planning_and_copying() {
+    // The store image is chunked, then rewritten before its chunks are copied: each copied chunk
+    // is re-hashed, the first one fails, and the full download takes over; the result is v2.
+    let w = world(Fault::Normal, good_index).await;
+    let ix = good_index(&w.v2);
+    let mut item = w.item(&ix);
+    item.progress = Arc::new(Clobber {
+        path: w.seed.clone(),
+        offset: 0,
+        len: 8 * MIB,
+        done: Default::default(),
+    });
+    let out = w
+        .run(&fetcher(0, Duration::from_secs(5)), &item)
+        .await
+        .unwrap();
+    w.fell_back(&out);
+}
+
+/// Slot geometry of the OS worlds: a guard, slot A (the booted one, v1), slot B (the target), a guard.
+const SLOT: u64 = 10 * MIB as u64;
+const A: u64 = MIB as u64;
+const B: u64 = A + SLOT;
+
+/// A "disk" file holding v1 in slot A, the rest noise (slot B holds an older OS), and the
+/// server with v2 and its index, as [`world`] has it.
+async fn os_world(fault: Fault) -> (World, PathBuf, Vec<u8>) {
+    let w = world(fault, good_index).await;
+    let v1 = std::fs::read(&w.seed).unwrap();
+    let mut disk = noise((B + SLOT) as usize + MIB, 5);
+    disk[A as usize..A as usize + v1.len()].copy_from_slice(&v1);
+    let path = w.seed.with_file_name("disk.img");
+    std::fs::write(&path, &disk).unwrap();
+    (w, path, disk)
+}
+
+impl World {
+    /// The OS image item of `ops::stage`: v2 into slot B of `disk`, slot A's v1 as the seed.
+    fn os_item(&self, disk: &std::path::Path, index_bytes: &[u8]) -> FetchItem {
+        let mut it = self.item(index_bytes);
+        it.dest = disk.to_path_buf();
+        it.delta.as_mut().unwrap().seeds = vec![Seed::range(disk.to_path_buf(), A, SLOT)];
+        it
+    }
+
+    async fn run_os(&self, f: &Fetcher, it: &FetchItem) -> Result<FetchOutcome, FetchError> {
+        let slot = upd::remote::fetch::SlotRange {
+            offset: B,
+            capacity: SLOT,
+        };
+        f.fetch_os_image(it, slot).await
+    }
+
+    /// Slot B holds v2; every other byte of the disk is as it was.
+    fn staged(&self, disk: &std::path::Path, before: &[u8]) {
+        let now = std::fs::read(disk).unwrap();
+        let n = self.v2.len();
+        assert!(
+            now[B as usize..B as usize + n] == self.v2[..],
+            "slot B is v2"
+        );
+        assert!(
+            now[..B as usize] == before[..B as usize],
+            "slot A untouched"
+        );
+        assert!(
+            now[B as usize + n..] == before[B as usize + n..],
+            "nothing written past the image"
+        );
+    }
+}
+
+#[tokio::test]
+async fn os_image_reuses_the_booted_slot() {
+    // v1 in slot A, v2 on the server: the chunks of v2 found in slot A are copied into slot B,
+    // the rest fetched by range; slot B ends byte for byte v2, slot A and the guards untouched.
+    let (w, disk, before) = os_world(Fault::Normal).await;
+    let ix = good_index(&w.v2);
+    let out = w
+        .run_os(&fetcher(0, Duration::from_secs(5)), &w.os_item(&disk, &ix))
+        .await
+        .unwrap();
+    w.staged(&disk, &before);
+    let size = w.v2.len() as u64;
+    let st = w.srv.stats("/b.raw");
+    assert!(
+        st.body_bytes * 10 < size,
+        "{} of {size} served",
+        st.body_bytes
+    );
+    assert!(out.reused > size * 9 / 10, "{out:?}");
+    assert!(st.ranges.iter().all(Option::is_some), "{:?}", st.ranges);
+}
+
+#[tokio::test]
+async fn os_image_refetches_a_corrupted_booted_region() {
+    // Slot A has 100 bytes flipped at 1 MiB into v1 (its chunk hash no longer matches): that
+    // chunk is fetched by range like a changed one, and slot B is still exactly v2.
+    let (w, disk, mut before) = os_world(Fault::Normal).await;
+    let at = (A + MIB as u64) as usize;
+    for b in &mut before[at..at + 100] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&disk, &before).unwrap();
+    let ix = good_index(&w.v2);
+    let out = w
+        .run_os(&fetcher(0, Duration::from_secs(5)), &w.os_item(&disk, &ix))
+        .await
+        .unwrap();
+    w.staged(&disk, &before);
+    let st = w.srv.stats("/b.raw");
+    let index = ChunkIndex::from_bytes(&ix, w.v2.len() as u64).unwrap();
+    let hit = index
+        .chunks
+        .iter()
+        .find(|c| c.offset <= MIB as u64 && MIB as u64 + 100 <= c.end())
+        .unwrap();
+    assert!(
+        st.ranges.iter().flatten().any(|r| {
+            let (a, b) = r.trim_start_matches("bytes=").split_once('-').unwrap();
+            a.parse::<u64>().unwrap() <= hit.offset && hit.end() - 1 <= b.parse::<u64>().unwrap()
+        }),
+        "the corrupted chunk {hit:?} was fetched: {:?}",
+        st.ranges
+    );
+    assert!(st.body_bytes * 4 < w.v2.len() as u64, "{st:?}");
+    assert!(out.reused > 0);
+}
+
+#[tokio::test]
+async fn os_image_resumes_at_chunk_granularity() {
+    // Nothing in slot A to reuse; the range answer is cut after 600 kB, no retries: slot B holds
+    // whole verified chunks. The next run keeps them (it reads them back from the slot) and asks
+    // only for what follows.
+    let (w, disk, before) = os_world(Fault::CutAfter {
+        at: 600_000,
+        times: Some(1),
+    })
+    .await;
+    let ix = good_index(&w.v2);
+    let mut it = w.os_item(&disk, &ix);
+    it.delta.as_mut().unwrap().seeds.clear();
+    let err = w
+        .run_os(&fetcher(0, Duration::from_secs(5)), &it)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    w.srv.reset_stats("/b.raw");
+    let out = w
+        .run_os(&fetcher(0, Duration::from_secs(5)), &it)
+        .await
+        .unwrap();
+    w.staged(&disk, &before);
+    let index = ChunkIndex::from_bytes(&ix, w.v2.len() as u64).unwrap();
+    let held = out.resumed_from;
+    assert!(held > 0 && held < 600_000, "held {held}");
+    assert!(
+        index.chunks.iter().any(|c| c.end() == held),
+        "{held} is a chunk boundary"
+    );
+    assert_eq!(
+        w.srv.stats("/b.raw").ranges,
+        vec![Some(format!("bytes={held}-{}", w.v2.len() - 1))]
+    );
+}
+
+#[tokio::test]
+async fn os_image_with_a_bad_index_falls_back_to_a_full_stream() {
+    // The server's index is not the one the manifest declares: the image is streamed whole into
+    // slot B (one plain GET), exactly v2.
+    let (w, disk, before) = os_world(Fault::Normal).await;
+    let mut bad = good_index(&w.v2);
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    w.srv.put_bytes("/b.raw.chunks", bad, Fault::Normal);
+    let out = w
+        .run_os(
+            &fetcher(0, Duration::from_secs(5)),
+            &w.os_item(&disk, &good_index(&w.v2)),
+        )
+        .await
+        .unwrap();
+    w.staged(&disk, &before);
+    let st = w.srv.stats("/b.raw");
+    assert_eq!(st.ranges, vec![None]);
+    assert_eq!(out.reused, 0);
+}
+
+#[tokio::test]
+async fn os_seed_changing_between_planning_and_copying() {
+    // Slot A is chunked, then overwritten before its chunks are copied: the first copied chunk
+    // fails its re-hash, the full stream takes over, slot B is exactly v2.
+    let (w, disk, _) = os_world(Fault::Normal).await;
+    let ix = good_index(&w.v2);
+    let mut it = w.os_item(&disk, &ix);
+    it.progress = Arc::new(Clobber {
+        path: disk.clone(),
+        offset: A,
+        len: 8 * MIB,
+        done: Default::default(),
+    });
+    let out = w
+        .run_os(&fetcher(0, Duration::from_secs(5)), &it)
+        .await
+        .unwrap();
+    let before = std::fs::read(&disk).unwrap();
+    w.staged(&disk, &before);
+    assert_eq!(w.srv.stats("/b.raw").ranges.last(), Some(&None));
+    assert_eq!(out.reused, 0);
+}
+
+#[tokio::test]
+async fn os_image_larger_than_the_slot_is_refused_up_front() {
+    // The manifest declares an image larger than slot B: refused before any byte is asked.
+    let (w, disk, before) = os_world(Fault::Normal).await;
+    let ix = good_index(&w.v2);
+    let it = w.os_item(&disk, &ix);
+    let slot = upd::remote::fetch::SlotRange {
+        offset: B,
+        capacity: w.v2.len() as u64 - 1,
+    };
+    let err = fetcher(0, Duration::from_secs(5))
+        .fetch_os_image(&it, slot)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::SlotTooSmall { .. }), "{err}");
+    assert_eq!(std::fs::read(&disk).unwrap(), before);
+    assert_eq!(w.srv.stats("/b.raw").requests, 0);
 }

@@ -2,6 +2,7 @@
 //! staging, simulated reboots through a gptprio boot loader, mark-good, fallback, rollback, kills.
 
 mod cycle; // issue tests 1, 2, 3, 6: stage v2 with set B, reboot, mark-good, failed boot falls back, rollback
+mod delta; // issue 14: an OS update as a delta download: chunks of the booted slot reused, a corrupted region re-fetched, a bad index falls back once
 mod harness; // the kill harness's driver: a prepared machine saved once, restored for each kill at a syscall or a random instant
 mod jsondocs; // docs/json.md lists exactly the fields of every --json document, emitted through an OS cycle and a failure
 mod kills; // issue test 5: SIGKILL at every step of stage, boot, mark-good and rollback, and between the two GPT copies; the next boot merges one whole set

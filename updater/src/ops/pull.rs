@@ -109,7 +109,11 @@ pub async fn pull(
         } else {
             GateMode::Staging
         };
-        return match stage::stage(s, release, opts, mode, progress, now).await {
+        // The booted image's size bounds the seed of a delta download, if the channel lists it.
+        let booted_size = session::running_release(&manifest, &host)
+            .ok()
+            .map(|r| r.os.image.size);
+        return match stage::stage(s, release, opts, mode, booted_size, progress, now).await {
             Err(Error::Gated { release, blockers }) if version.is_none() => {
                 // A blocked OS release holds nothing else back: the running OS's own builds
                 // still apply (as `check` counts them); the OS update stays blocked and says so.

@@ -21,7 +21,7 @@ use crate::ops::session::{self, wanted, Session};
 use crate::ops::store::{self, check_images, store_file_name, Downloaded};
 use crate::ops::Error;
 use crate::remote::channel;
-use crate::remote::fetch::Progress;
+use crate::remote::fetch::{DeltaSource, FetchItem, Progress, Seed, SlotRange};
 use crate::state::{ExtImage, Generation};
 
 /// What the operator asked for besides the release.
@@ -82,6 +82,8 @@ pub fn gate(
 }
 
 /// Stage `release` (another OS version than the running one) into the inactive slot.
+/// `booted_size` is the size of the booted OS image, when the manifest still lists it: a delta
+/// download chunks that much of the booted slot (all of it when unknown).
 ///
 /// Order: drop a superseded pending generation → gate → forget a previous generation on the
 /// target slot (saved) → disarm the slot → stream the OS image and the extension builds → read
@@ -91,6 +93,7 @@ pub async fn stage(
     release: &Release,
     opts: &StageOptions,
     mode: GateMode,
+    booted_size: Option<u64>,
     progress: &dyn Fn() -> Arc<dyn Progress>,
     now: DateTime<Utc>,
 ) -> Result<StageReport, Error> {
@@ -132,7 +135,14 @@ pub async fn stage(
     slots.disarm(&target)?;
     failpoint::hit("stage-disarmed");
     let slot = slots.slot(&target)?;
-    report.downloaded = write_slot(&m, &slots, &slot, release, &plan, progress).await?;
+    let running = slots.slot(&booted)?;
+    // The booted slot's bytes are the seed of a delta download: its image, or the whole slot.
+    let seed = Seed::range(
+        slots.disk.clone(),
+        running.offset,
+        booted_size.map_or(running.size, |n| n.min(running.size)),
+    );
+    report.downloaded = write_slot(&m, &slots, &slot, seed, release, &plan, progress).await?;
     let gen = Generation {
         id: s.state.next_generation_id(),
         os_version: report.release.clone(),
@@ -158,36 +168,43 @@ pub async fn stage(
     Ok(report)
 }
 
-/// Stream the OS image into `slot` and the plan's extension builds into the store, side by
-/// side, then read the slot back and check everything from inside against the upcoming host.
-/// On a refusal the builds fetched here are removed again. Returns the bytes received.
+/// Stream the OS image into `slot` (a delta download from `seed` when the image has a chunk
+/// index) and the plan's extension builds into the store, side by side, then read the slot back
+/// and check everything from inside against the upcoming host. On a refusal the builds fetched
+/// here are removed again. Returns the bytes received.
 async fn write_slot(
     m: &Machine,
     slots: &Slots,
     slot: &SlotInfo,
+    seed: Seed,
     release: &Release,
     plan: &Plan,
     progress: &dyn Fn() -> Arc<dyn Progress>,
 ) -> Result<u64, Error> {
     let fetcher = session::fetcher(m)?;
     let os = &release.os.image;
-    let os_urls: Vec<String> = channel::servers(m)?
-        .iter()
-        .map(|s| os.path.url_under(s))
-        .collect();
-    let os_progress = progress();
+    let servers = channel::servers(m)?;
+    let item = FetchItem {
+        urls: servers.iter().map(|s| os.path.url_under(s)).collect(),
+        dest: slots.disk.clone(),
+        size: os.size,
+        sha256: os.sha256.0,
+        progress: progress(),
+        delta: os.chunk_index.as_ref().map(|ix| DeltaSource {
+            index_urls: servers.iter().map(|s| ix.path.url_under(s)).collect(),
+            index_size: ix.size,
+            index_sha256: ix.sha256.0,
+            seeds: vec![seed],
+        }),
+    };
+    let range = SlotRange {
+        offset: slot.offset,
+        capacity: slot.size,
+    };
     let mut moved = Downloaded::default();
     let (exts, os_fetch) = tokio::join!(
         store::download(m, &fetcher, plan, progress, &mut moved),
-        fetcher.from_mirrors(&os_urls, |url| fetcher.fetch_into_slot(
-            url,
-            &slots.disk,
-            slot.offset,
-            slot.size,
-            os.size,
-            os.sha256.0,
-            os_progress.as_ref(),
-        ))
+        fetcher.fetch_os_image(&item, range)
     );
     let new_files = exts?;
     let fetched = os_fetch?;

@@ -14,7 +14,7 @@ use upd_image as image;
 use crate::host::machine::Machine;
 use crate::ops::Error;
 use crate::remote::channel;
-use crate::remote::fetch::{ensure_free_space, DeltaSource, FetchItem, Fetcher, Progress};
+use crate::remote::fetch::{ensure_free_space, DeltaSource, FetchItem, Fetcher, Progress, Seed};
 use upd_durable::PathError;
 
 /// Bytes a download moved.
@@ -63,7 +63,7 @@ pub async fn download(
             index_urls: servers.iter().map(|s| ix.path.url_under(s)).collect(),
             index_size: ix.size,
             index_sha256: ix.sha256.0,
-            seeds: seeds(dir, &dest),
+            seeds: seeds(dir, &dest).into_iter().map(Seed::file).collect(),
         });
         items.push(FetchItem {
             urls: servers.iter().map(|s| b.image.path.url_under(s)).collect(),

@@ -93,6 +93,16 @@ impl OsRig {
     /// (`extra` config lines appended to upd.conf).
     pub(crate) fn new(extra: &[&str]) -> OsRig {
         let (rt, server, ch) = served_v1();
+        OsRig::on(rt, server, ch, extra)
+    }
+
+    /// A machine installed from `ch` (which `server` serves, on `rt`), as [`OsRig::new`] has it.
+    pub(crate) fn on(
+        rt: tokio::runtime::Runtime,
+        server: FaultServer,
+        ch: Channel,
+        extra: &[&str],
+    ) -> OsRig {
         let node = Node::new(&ch, &server, extra);
         OsRig {
             server,

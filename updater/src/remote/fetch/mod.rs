@@ -14,7 +14,7 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::header::{ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 
-pub use delta::DeltaSource;
+pub use delta::{DeltaSource, Seed, SlotRange};
 pub use error::FetchError;
 pub use file::{partial_path, ContentRange};
 pub use progress::{LogProgress, NoProgress, Progress};
@@ -254,6 +254,7 @@ impl Fetcher {
                 size: it.size,
                 sha256: it.sha256,
                 progress: it.progress.as_ref(),
+                slot: None,
             };
             self.fetch_delta(&img, d).await
         })

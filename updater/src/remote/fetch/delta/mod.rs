@@ -1,14 +1,17 @@
 //! Delta downloads: the image's signed chunk index, chunks reused from images this machine
-//! holds, the rest fetched by HTTP Range from the image itself, all in order into `.partial`.
+//! holds, the rest fetched by HTTP Range from the image itself, all in order into `.partial`
+//! (an extension) or into the inactive slot (an OS image).
 //!
 //! 1. Fetch the index (never more than the manifest's size), check its SHA-256 against the
 //!    manifest, parse it and check it covers exactly the declared image size.
-//! 2. Keep the chunks of `.partial` an earlier run left that match (resume at chunk
-//!    granularity), chunk the local images with the index's parameters, note each reusable chunk.
+//! 2. Keep the chunks of `.partial` (or of the slot) an earlier run left that match (resume at
+//!    chunk granularity), chunk the seeds (byte ranges of local images: the store's other builds,
+//!    the booted slot) with the index's parameters, note each reusable chunk.
 //! 3. In image order: copy a reusable chunk (re-hashing it), or fetch a run of neighbouring
 //!    missing chunks with one Range request (each chunk checked against its hash as it
-//!    completes); only verified whole chunks reach `.partial`.
-//! 4. The whole image's SHA-256 is the verdict, then the rename, exactly as for a full download.
+//!    completes); only verified whole chunks reach `.partial` or the slot.
+//! 4. The whole image's SHA-256 is the verdict, then the rename, exactly as for a full download
+//!    (a slot is not renamed: the caller reads it back).
 //!
 //! Any problem of the index or of a chunk falls back to the full download (which resumes from
 //! the verified chunks) with one warning; a stall or a cut is retried like a full download's.
@@ -18,6 +21,7 @@ mod plan;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::RANGE;
@@ -27,8 +31,8 @@ use upd_channels::chunks::{sha256, ChunkIndex};
 use upd_durable::{rename_durable, PathError};
 
 use super::file::{partial_path, range_start};
-use super::writer::{sync_file, ChunkWriter};
-use super::{FetchError, FetchOutcome, Fetcher, Progress};
+use super::writer::{sync_file, ChunkWriter, Place};
+use super::{FetchError, FetchItem, FetchOutcome, Fetcher, Progress};
 use plan::{Found, Step};
 
 /// Bytes of local chunks read in one blocking batch (bounds memory whatever the run).
@@ -43,8 +47,67 @@ pub struct DeltaSource {
     pub index_size: u64,
     /// The index's SHA-256, as the manifest declares it.
     pub index_sha256: [u8; 32],
-    /// Images this machine holds that may share chunks (the store's other builds).
-    pub seeds: Vec<PathBuf>,
+    /// Byte ranges this machine holds that may share chunks (the store's other builds, the
+    /// booted slot).
+    pub seeds: Vec<Seed>,
+}
+
+/// A readable byte range of a local file or disk that may share chunks with the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    /// The file or disk.
+    pub path: PathBuf,
+    /// Where the range starts.
+    pub offset: u64,
+    /// Its length; `None`: to the end of the file.
+    pub len: Option<u64>,
+}
+
+impl Seed {
+    /// The whole of the file `path`.
+    pub fn file(path: PathBuf) -> Self {
+        Self {
+            path,
+            offset: 0,
+            len: None,
+        }
+    }
+
+    /// Bytes `offset..offset + len` of `path` (a slot of a disk, say).
+    pub fn range(path: PathBuf, offset: u64, len: u64) -> Self {
+        Self {
+            path,
+            offset,
+            len: Some(len),
+        }
+    }
+}
+
+/// Where an OS image goes: bytes `offset..offset + capacity` of the disk an item names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotRange {
+    /// The slot's first byte on the disk.
+    pub offset: u64,
+    /// The slot's size: an image larger than this is refused up front.
+    pub capacity: u64,
+}
+
+/// The file the chunks are written to.
+pub(crate) struct Out {
+    /// `.partial` of the destination, or the disk holding the slot.
+    pub path: PathBuf,
+    /// Writing into a slot: its first byte on the disk at `path` (never cut, never renamed).
+    pub slot: Option<u64>,
+}
+
+impl Out {
+    /// Where chunk bytes at image offset `at` go: appended to the partial file, or into the slot.
+    fn place(&self, at: u64) -> Place {
+        match self.slot {
+            None => Place::Append,
+            Some(o) => Place::At(o + at),
+        }
+    }
 }
 
 /// How a delta attempt ended without a result.
@@ -79,11 +142,13 @@ pub(crate) struct Image<'a> {
     pub size: u64,
     pub sha256: [u8; 32],
     pub progress: &'a dyn Progress,
+    /// `Some`: `dest` is a disk and the image goes into this slot of it.
+    pub slot: Option<SlotRange>,
 }
 
 /// Progress of the assembly: chunks placed so far, in order.
 struct Assembly {
-    partial: PathBuf,
+    out: Out,
     /// Chunks `0..done` are in `.partial`.
     done: usize,
     ctx: Context,
@@ -112,9 +177,24 @@ impl Fetcher {
             reason = %why,
             "delta download not possible, downloading the whole image"
         );
-        let mut o = self
-            .fetch_target(img.url, img.dest, img.size, img.sha256, img.progress)
-            .await?;
+        let mut o = match img.slot {
+            None => {
+                self.fetch_target(img.url, img.dest, img.size, img.sha256, img.progress)
+                    .await?
+            }
+            Some(s) => {
+                self.fetch_into_slot(
+                    img.url,
+                    img.dest,
+                    s.offset,
+                    s.capacity,
+                    img.size,
+                    img.sha256,
+                    img.progress,
+                )
+                .await?
+            }
+        };
         o.bytes_downloaded += fetched;
         Ok(o)
     }
@@ -125,15 +205,35 @@ impl Fetcher {
         d: &DeltaSource,
         fetched: &mut u64,
     ) -> Result<FetchOutcome, Fail> {
+        if let Some(s) = img.slot.filter(|s| img.size > s.capacity) {
+            return Err(Fail::Fetch(FetchError::SlotTooSmall {
+                url: img.url.to_string(),
+                device: img.dest.to_path_buf(),
+                size: img.size,
+                capacity: s.capacity,
+            }));
+        }
         let index = self.fetch_index(img, d, fetched).await?;
-        let partial = partial_path(img.dest);
-        let dir = img.dest.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir).map_err(|e| PathError::new("create directory", dir, e))?;
-        let (index, plan) = {
-            let (p, seeds) = (partial.clone(), d.seeds.clone());
+        let out = match img.slot {
+            None => {
+                let dir = img.dest.parent().unwrap_or(Path::new("/"));
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| PathError::new("create directory", dir, e))?;
+                Out {
+                    path: partial_path(img.dest),
+                    slot: None,
+                }
+            }
+            Some(s) => Out {
+                path: img.dest.to_path_buf(),
+                slot: Some(s.offset),
+            },
+        };
+        let (index, plan, out) = {
+            let seeds = d.seeds.clone();
             tokio::task::spawn_blocking(move || {
-                let plan = plan::plan(&index, &p, &seeds);
-                (index, plan)
+                let plan = plan::plan(&index, &out, &seeds);
+                (index, plan, out)
             })
             .await
             .expect("planning task panicked")
@@ -148,13 +248,13 @@ impl Fetcher {
         );
         let held = index.chunks.get(plan.held).map_or(index.size, |c| c.offset);
         let mut a = Assembly {
-            partial,
+            out,
             done: plan.held,
             ctx: plan.ctx,
             fetched: 0,
             reused: 0,
         };
-        img.progress.start(&name_of(img.dest), img.size);
+        img.progress.start(&name_of(img), img.size);
         img.progress.advance(held);
         let r = self
             .assemble(img, &index, &plan.found, &d.seeds, &mut a)
@@ -163,14 +263,18 @@ impl Fetcher {
         img.progress.finish();
         r?;
         if a.ctx.clone().finish().as_ref() != img.sha256 {
-            std::fs::remove_file(&a.partial)
-                .map_err(|e| PathError::new("remove", &a.partial, e))?;
+            if a.out.slot.is_none() {
+                std::fs::remove_file(&a.out.path)
+                    .map_err(|e| PathError::new("remove", &a.out.path, e))?;
+            }
             return Err(Fail::Fallback(
                 "the image assembled from its chunks does not have the manifest's SHA-256".into(),
             ));
         }
-        sync_file(&a.partial).await?;
-        rename_durable(&a.partial, img.dest)?;
+        sync_file(&a.out.path).await?;
+        if a.out.slot.is_none() {
+            rename_durable(&a.out.path, img.dest)?;
+        }
         Ok(FetchOutcome {
             bytes_downloaded: *fetched,
             resumed_from: held,
@@ -220,12 +324,13 @@ impl Fetcher {
         img: &Image<'_>,
         index: &ChunkIndex,
         found: &[Option<Found>],
-        seeds: &[PathBuf],
+        seeds: &[Seed],
         a: &mut Assembly,
     ) -> Result<(), Fail> {
         let mut attempt = 0u32;
         loop {
-            let writer = ChunkWriter::open(&a.partial, false).await?;
+            let at = index.chunks.get(a.done).map_or(index.size, |c| c.offset);
+            let writer = ChunkWriter::open_at(&a.out.path, a.out.place(at)).await?;
             let r = self.run_steps(img, index, found, seeds, a, &writer).await;
             writer.close().await?;
             match r {
@@ -245,7 +350,7 @@ impl Fetcher {
         img: &Image<'_>,
         index: &ChunkIndex,
         found: &[Option<Found>],
-        seeds: &[PathBuf],
+        seeds: &[Seed],
         a: &mut Assembly,
         writer: &ChunkWriter,
     ) -> Result<(), Fail> {
@@ -283,13 +388,16 @@ impl Fetcher {
         img: &Image<'_>,
         index: &ChunkIndex,
         batch: &[(usize, Found)],
-        seeds: &[PathBuf],
+        seeds: &[Seed],
         a: &mut Assembly,
         writer: &ChunkWriter,
     ) -> Result<(), Fail> {
         let jobs: Vec<_> = batch
             .iter()
-            .map(|(i, f)| (index.chunks[*i], seeds[f.seed].clone(), f.offset))
+            .map(|(i, f)| {
+                let seed = &seeds[f.seed];
+                (index.chunks[*i], seed.path.clone(), seed.offset + f.offset)
+            })
             .collect();
         let read = tokio::task::spawn_blocking(move || {
             jobs.into_iter()
@@ -425,7 +533,7 @@ async fn place(
         // The writer stopped on an I/O error; closing it reports which.
         return Err(Fail::Fetch(FetchError::Io(PathError::new(
             "write",
-            &a.partial,
+            &a.out.path,
             std::io::Error::other("the writer stopped"),
         ))));
     }
@@ -434,8 +542,57 @@ async fn place(
     Ok(())
 }
 
-fn name_of(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+/// The name progress shows: the file's, or for a slot (written on the disk) the URL's last part.
+fn name_of(img: &Image<'_>) -> String {
+    match img.slot {
+        Some(_) => img.url.rsplit('/').next().unwrap_or(img.url).to_string(),
+        None => img
+            .dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+impl Fetcher {
+    /// Stream an OS image into slot `slot` of the disk `it.dest`, from the first of its mirrors
+    /// that serves it: a delta download when it has an index (the seeds being, say, the booted
+    /// slot), else a whole one. Nothing is renamed: the caller verifies by reading back.
+    pub async fn fetch_os_image(
+        &self,
+        it: &FetchItem,
+        slot: SlotRange,
+    ) -> Result<FetchOutcome, FetchError> {
+        let progress: Arc<dyn Progress> = it.progress.clone();
+        self.from_mirrors(&it.urls, |url| {
+            let progress = progress.clone();
+            async move {
+                let Some(d) = &it.delta else {
+                    return self
+                        .fetch_into_slot(
+                            url,
+                            &it.dest,
+                            slot.offset,
+                            slot.capacity,
+                            it.size,
+                            it.sha256,
+                            progress.as_ref(),
+                        )
+                        .await;
+                };
+                let mirror = it.urls.iter().position(|u| u == url).unwrap_or(0);
+                let img = Image {
+                    url,
+                    index_url: d.index_urls.get(mirror).map_or("", String::as_str),
+                    dest: &it.dest,
+                    size: it.size,
+                    sha256: it.sha256,
+                    progress: progress.as_ref(),
+                    slot: Some(slot),
+                };
+                self.fetch_delta(&img, d).await
+            }
+        })
+        .await
+    }
 }

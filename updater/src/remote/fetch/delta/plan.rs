@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ring::digest::{Context, SHA256};
 use upd_channels::chunks::{chunk_stream, sha256, ChunkIndex};
 use upd_durable::PathError;
+
+use super::{Out, Seed};
 
 /// A chunk found in a local image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,15 +73,14 @@ pub(crate) fn steps(found: &[Option<Found>], from: usize) -> Vec<Step> {
     out
 }
 
-/// Build the plan: keep the longest prefix of `partial` whose chunks match the index (cutting
-/// the file there), then chunk each seed with the index's parameters and note where each
+/// Build the plan: keep the longest prefix of `out` whose chunks match the index (cutting a
+/// partial file there), then chunk each seed with the index's parameters and note where each
 /// missing chunk is. A seed that cannot be read is skipped: it was only a shortcut.
-pub(crate) fn plan(
-    index: &ChunkIndex,
-    partial: &Path,
-    seeds: &[PathBuf],
-) -> Result<Plan, PathError> {
-    let (held, ctx) = verified_prefix(index, partial)?;
+pub(crate) fn plan(index: &ChunkIndex, out: &Out, seeds: &[Seed]) -> Result<Plan, PathError> {
+    let (held, ctx) = match out.slot {
+        None => verified_prefix(index, &out.path)?,
+        Some(offset) => slot_prefix(index, &out.path, offset)?,
+    };
     let mut want: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
     for (i, c) in index.chunks.iter().enumerate().skip(held) {
         want.entry(c.sha256).or_default().push(i);
@@ -90,21 +91,24 @@ pub(crate) fn plan(
             break;
         }
         if let Err(e) = scan(index, seed, n, &mut want, &mut found) {
-            tracing::debug!(seed = %seed.display(), error = %e, "local image not usable for chunks");
+            tracing::debug!(seed = %seed.path.display(), offset = seed.offset, error = %e, "local image not usable for chunks");
         }
     }
     Ok(Plan { held, ctx, found })
 }
 
+/// Chunk `seed`'s byte range as the publisher chunked the image, noting each wanted chunk.
 fn scan(
     index: &ChunkIndex,
-    seed: &Path,
+    seed: &Seed,
     n: usize,
     want: &mut HashMap<[u8; 32], Vec<usize>>,
     found: &mut [Option<Found>],
 ) -> io::Result<()> {
-    let file = File::open(seed)?;
-    for c in chunk_stream(BufReader::with_capacity(1 << 20, file), index.params) {
+    let mut file = File::open(&seed.path)?;
+    file.seek(SeekFrom::Start(seed.offset))?;
+    let range = file.take(seed.len.unwrap_or(u64::MAX));
+    for c in chunk_stream(BufReader::with_capacity(1 << 20, range), index.params) {
         let (c, _) = c?;
         if let Some(chunks) = want.remove(&c.sha256) {
             for i in chunks {
@@ -150,6 +154,30 @@ fn verified_prefix(index: &ChunkIndex, partial: &Path) -> Result<(usize, Context
     if keep != len {
         file.set_len(keep)
             .map_err(|e| PathError::new("truncate", partial, e))?;
+    }
+    Ok((held, ctx))
+}
+
+/// Chunks at the start of an OS slot (bytes from `offset` of the disk `disk`) that already
+/// match the index, as a run cut short left them (the slot is only overwritten, never cut).
+fn slot_prefix(
+    index: &ChunkIndex,
+    disk: &Path,
+    offset: u64,
+) -> Result<(usize, Context), PathError> {
+    let mut ctx = Context::new(&SHA256);
+    let file = File::open(disk).map_err(|e| PathError::new("open", disk, e))?;
+    let mut held = 0;
+    let mut buf = Vec::new();
+    for c in &index.chunks {
+        buf.resize(c.length as usize, 0);
+        file.read_exact_at(&mut buf, offset + c.offset)
+            .map_err(|e| PathError::new("read", disk, e))?;
+        if sha256(&buf) != c.sha256 {
+            break;
+        }
+        ctx.update(&buf);
+        held += 1;
     }
     Ok((held, ctx))
 }
