@@ -2,6 +2,7 @@
 //! from a local image, the rest by Range; every bad index or chunk falls back to the full download.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -406,13 +407,13 @@ struct Clobber {
     path: PathBuf,
     offset: u64,
     len: usize,
-    done: std::sync::atomic::AtomicBool,
+    done: AtomicBool,
 }
 
 impl Progress for Clobber {
     fn start(&self, _name: &str, _total: u64) {
         use std::os::unix::fs::FileExt;
-        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !self.done.swap(true, Ordering::SeqCst) {
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&self.path)
@@ -436,7 +437,7 @@ async fn seed_changing_between_planning_and_copying() {
         path: w.seed.clone(),
         offset: 0,
         len: 8 * MIB,
-        done: Default::default(),
+        done: AtomicBool::default(),
     });
     let out = w
         .run(&fetcher(0, Duration::from_secs(5)), &item)
@@ -625,7 +626,7 @@ async fn os_seed_changing_between_planning_and_copying() {
         path: disk.clone(),
         offset: A,
         len: 8 * MIB,
-        done: Default::default(),
+        done: AtomicBool::default(),
     });
     let out = w
         .run_os(&fetcher(0, Duration::from_secs(5)), &it)
