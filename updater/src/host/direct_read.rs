@@ -19,7 +19,7 @@ const BUFFERS: usize = 3;
 /// device or filesystem refuses `O_DIRECT` or the offset is not aligned (the caller reads
 /// through the page cache instead).
 pub fn sha256_range(path: &Path, offset: u64, len: u64) -> io::Result<Option<[u8; 32]>> {
-    if offset % ALIGN as u64 != 0 {
+    if !offset.is_multiple_of(ALIGN as u64) {
         return Ok(None);
     }
     let file = match OpenOptions::new()

@@ -174,7 +174,11 @@ impl Fetcher {
             .get(ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let gzip = match resp.headers().get(CONTENT_ENCODING).map(|v| v.as_bytes()) {
+        let gzip = match resp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .map(reqwest::header::HeaderValue::as_bytes)
+        {
             None => false,
             Some(v) if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") => true,
             Some(v) if v.eq_ignore_ascii_case(b"identity") => false,

@@ -5,7 +5,7 @@ use ring::digest::{digest, SHA256};
 
 /// A served channel directory holding `files`, and a download directory.
 struct World {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     base: String,
     out: PathBuf,
 }
@@ -23,7 +23,7 @@ async fn world(files: &[(&str, &[u8])]) -> World {
     tokio::spawn(fut);
     let out = tmp.path().join("out");
     World {
-        _tmp: tmp,
+        tmp,
         base: format!("http://{addr}"),
         out,
     }
@@ -32,7 +32,7 @@ async fn world(files: &[(&str, &[u8])]) -> World {
 impl World {
     /// The served channel directory.
     fn chan(&self) -> PathBuf {
-        self._tmp.path().join("chan")
+        self.tmp.path().join("chan")
     }
 
     /// `OUT/a.raw`, a download destination whose `.partial` an earlier run left holding `partial`.
