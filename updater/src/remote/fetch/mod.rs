@@ -263,10 +263,13 @@ impl Fetcher {
 }
 
 impl Fetcher {
-    /// One item from its mirrors: a delta download when it has an index, else a whole one.
+    /// One item from its mirrors: a delta download when it has an index and the machine holds
+    /// builds to reuse chunks of, else a whole one.
     async fn fetch_item(&self, it: &FetchItem) -> Result<FetchOutcome, FetchError> {
         self.from_mirrors(&it.urls, |url| async move {
-            let Some(d) = &it.delta else {
+            // No other build to take chunks from (a first pull): the index could only add a
+            // request and a second hashing pass; the whole download is the cheaper path.
+            let Some(d) = it.delta.as_ref().filter(|d| !d.seeds.is_empty()) else {
                 return self
                     .fetch_target(url, &it.dest, it.size, it.sha256, it.progress.as_ref())
                     .await;

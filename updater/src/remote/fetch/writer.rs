@@ -20,7 +20,7 @@ const WRITE_BUF: usize = 4 << 20;
 const ALIGN: usize = 4096;
 /// Received bytes between the network and the disk (queued to the hasher or the writer): bounds
 /// memory whatever the file size, and lets the network go on while a write waits for the disk.
-const IN_FLIGHT: usize = 12 << 20;
+const IN_FLIGHT: usize = 8 << 20;
 /// Unit of the in-flight budget.
 const PERMIT: usize = 1024;
 /// Written bytes between two writeback kicks (buffered writes only).
