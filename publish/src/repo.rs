@@ -348,10 +348,16 @@ impl Repo {
         Ok(Some(m))
     }
 
-    /// Writes a channel's signed manifest atomically; returns its path.
+    /// Writes a channel's signed manifest atomically, then its pre-compressed sibling
+    /// `manifest.json.gz` (what `upd-channel serve`, or any static server or CDN that serves
+    /// pre-compressed files, sends to clients that accept gzip); returns the manifest's path.
+    /// The sibling is written second, so it is never older than the manifest it compresses
+    /// (the server refuses an older one as stale).
     pub fn write_manifest(&self, channel: &Name, envelope: &[u8]) -> Result<PathBuf> {
         let path = self.manifest_file(channel);
         atomic_write(&path, envelope, FILE_MODE)?;
+        let gz = path.with_file_name("manifest.json.gz");
+        atomic_write(&gz, &gzip(envelope), FILE_MODE)?;
         Ok(path)
     }
 
@@ -454,6 +460,14 @@ fn rel(s: &str, what: &str) -> Result<RelPath> {
 fn hash_image(path: &Path) -> Result<(u64, Sha256)> {
     let (size, sha256) = upd_durable::hash_file(path)?;
     Ok((size, Sha256(sha256)))
+}
+
+/// `data` gzip-compressed at the best level (deterministic: no name, no time in the header).
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data).expect("writing to a Vec cannot fail");
+    e.finish().expect("writing to a Vec cannot fail")
 }
 
 #[cfg(test)]

@@ -1,20 +1,29 @@
-//! A static HTTP server for channel directories, with Range and ETag / If-None-Match (development and demos).
+//! A static HTTP/1.1 server for channel directories, with Range, ETag / If-None-Match,
+//! pre-compressed siblings (`X.gz` served for `X` with `Content-Encoding: gzip` to clients that
+//! accept it) and file bodies sent with sendfile(2) (development, demos and benchmarks).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
-use axum::Router;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
 
-/// Read size of the file stream: large enough that a 1 GiB file is a few thousand chunks.
+/// Read size of the copy loop used where sendfile(2) is refused.
 const CHUNK: usize = 256 * 1024;
+/// Largest request head (request line and headers) read; a longer one gets 431 and the connection closes.
+const MAX_HEAD: usize = 16 * 1024;
+/// Most headers in a request.
+const MAX_HEADERS: usize = 64;
+/// Largest request body skipped to keep a connection alive; a longer one closes it after the answer.
+const MAX_SKIP: u64 = 64 * 1024;
+/// Bytes handed to one sendfile(2) call.
+const SENDFILE_STEP: usize = 8 << 20;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,35 +85,341 @@ pub async fn bind(
     let bound = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let app = Router::new().fallback(handle).with_state(Arc::new(root));
+    let root = Arc::new(root);
     let fut = async move {
-        axum::serve(listener, app)
-            .await
-            .map_err(|source| ServeError::Serve {
-                addr: bound,
-                source,
-            })
+        loop {
+            let (sock, _) = match listener.accept().await {
+                Ok(c) => c,
+                // Out of descriptors, a connection reset before accept: go on serving the others.
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+                Err(source) => {
+                    return Err(ServeError::Serve {
+                        addr: bound,
+                        source,
+                    })
+                }
+            };
+            let root = Arc::clone(&root);
+            tokio::spawn(async move {
+                if let Err(e) = connection(&root, sock).await {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+            });
+        }
     };
     Ok((bound, fut))
 }
 
-/// One request: method check, path resolution, then the conditional / range logic.
-async fn handle(
-    State(root): State<Arc<PathBuf>>,
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || e.raw_os_error() == Some(libc::EMFILE)
+        || e.raw_os_error() == Some(libc::ENFILE)
+}
+
+/// One parsed request head.
+struct Request {
     method: Method,
-    uri: Uri,
+    path: String,
     headers: HeaderMap,
-) -> Response<Body> {
-    if method != Method::GET && method != Method::HEAD {
+    /// The connection stays open after the answer (HTTP/1.1 without `Connection: close`).
+    keep_alive: bool,
+    /// Request body bytes to skip before the next request (`Content-Length`), if small enough.
+    body: Option<u64>,
+}
+
+/// What goes after a response head.
+enum Body {
+    Empty,
+    /// `len` bytes of `file` from byte `start`.
+    File {
+        file: std::fs::File,
+        start: u64,
+        len: u64,
+    },
+}
+
+/// A response: status, headers, body.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Body,
+}
+
+/// Serve requests on one connection until the client closes it or asks to.
+async fn connection(root: &Path, mut sock: TcpStream) -> io::Result<()> {
+    sock.set_nodelay(true)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let req = match read_head(&mut sock, &mut buf).await? {
+            Head::Closed => return Ok(()),
+            Head::Bad(status) => {
+                let mut r = empty(status);
+                r.headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                write_reply(&mut sock, r, false).await?;
+                return Ok(());
+            }
+            Head::Request(r) => r,
+        };
+        let mut keep = req.keep_alive;
+        match req.body {
+            Some(0) => {}
+            Some(n) => keep &= skip(&mut sock, &mut buf, n).await?,
+            None => keep = false,
+        }
+        let mut reply = handle(root, &req).await;
+        if !keep {
+            reply
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        write_reply(&mut sock, reply, req.method == Method::HEAD).await?;
+        if !keep {
+            let _ = sock.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+enum Head {
+    Request(Request),
+    Bad(StatusCode),
+    Closed,
+}
+
+/// Read until `buf` holds a whole request head, parse it, and drop it from `buf`.
+async fn read_head(sock: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
+    loop {
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let head = request_of(&req);
+                    buf.drain(..n);
+                    return Ok(head);
+                }
+                Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+                    return Ok(Head::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Ok(Head::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
+                }
+                Err(_) => return Ok(Head::Bad(StatusCode::BAD_REQUEST)),
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Head::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn request_of(req: &httparse::Request<'_, '_>) -> Head {
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Head::Bad(StatusCode::BAD_REQUEST);
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Head::Bad(StatusCode::BAD_REQUEST);
+    };
+    let mut headers = HeaderMap::new();
+    for h in req.headers.iter() {
+        let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Head::Bad(StatusCode::BAD_REQUEST);
+        };
+        headers.append(k, v);
+    }
+    let has = |name: &HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let keep_alive = if version >= 1 {
+        !has(&header::CONNECTION, "close")
+    } else {
+        has(&header::CONNECTION, "keep-alive")
+    };
+    // A chunked body (or any transfer coding) is not read: the connection closes after the answer.
+    let body = if headers.contains_key(header::TRANSFER_ENCODING) {
+        None
+    } else {
+        match headers
+            .get(header::CONTENT_LENGTH)
+            .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()))
+        {
+            None => Some(0),
+            Some(Some(n)) if n <= MAX_SKIP => Some(n),
+            Some(_) => None,
+        }
+    };
+    // The path without a query: files have no query.
+    let path = path.split(['?', '#']).next().unwrap_or("").to_string();
+    Head::Request(Request {
+        method,
+        path,
+        headers,
+        keep_alive,
+        body,
+    })
+}
+
+/// Skip `n` request body bytes; false when the client closed first.
+async fn skip(sock: &mut TcpStream, buf: &mut Vec<u8>, mut n: u64) -> io::Result<bool> {
+    let held = (buf.len() as u64).min(n) as usize;
+    buf.drain(..held);
+    n -= held as u64;
+    let mut chunk = [0u8; 4096];
+    while n > 0 {
+        let want = (n as usize).min(chunk.len());
+        let got = sock.read(&mut chunk[..want]).await?;
+        if got == 0 {
+            return Ok(false);
+        }
+        n -= got as u64;
+    }
+    Ok(true)
+}
+
+/// Write the head, then the body (sendfile(2) for a file).
+async fn write_reply(sock: &mut TcpStream, reply: Reply, head_only: bool) -> io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        reply.status.as_u16(),
+        reply.status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (k, v) in &reply.headers {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    sock.write_all(&out).await?;
+    match reply.body {
+        Body::File { file, start, len } if !head_only && len > 0 => {
+            send_file(sock, file, start, len).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Send `len` bytes of `file` from `start` with sendfile(2): the page cache goes to the socket
+/// without a copy through this process. Where sendfile is refused, a plain copy loop.
+async fn send_file(
+    sock: &mut TcpStream,
+    file: std::fs::File,
+    start: u64,
+    len: u64,
+) -> io::Result<()> {
+    // The whole body is read once, in order: a larger readahead window.
+    let _ = nix::fcntl::posix_fadvise(
+        file.as_raw_fd(),
+        start as i64,
+        len as i64,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+    );
+    let (mut off, end) = (i64::try_from(start).map_err(io::Error::other)?, start + len);
+    let multi = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    while (off as u64) < end {
+        let step = ((end - off as u64) as usize).min(SENDFILE_STEP);
+        sock.writable().await?;
+        // sendfile(2) may wait for the disk: tell a multi-threaded runtime this worker blocks.
+        let mut call = || {
+            sock.try_io(Interest::WRITABLE, || {
+                sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, step)
+            })
+        };
+        let r = if multi {
+            tokio::task::block_in_place(call)
+        } else {
+            call()
+        };
+        match r {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file shrank while being sent",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
+                    && off as u64 == start =>
+            {
+                return copy_file(sock, file, start, len).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The fallback of [`send_file`]: read and write.
+async fn copy_file(
+    sock: &mut TcpStream,
+    file: std::fs::File,
+    start: u64,
+    len: u64,
+) -> io::Result<()> {
+    use tokio::io::AsyncSeekExt;
+    let mut file = tokio::fs::File::from_std(file);
+    file.seek(io::SeekFrom::Start(start)).await?;
+    let mut rest = file.take(len);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = rest.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        sock.write_all(&buf[..n]).await?;
+    }
+}
+
+/// sendfile(2) from `file` at `*off` to the socket `sock`, advancing `*off`.
+#[allow(unsafe_code)] // sendfile(2): nix's wrapper needs a feature the workspace does not build
+fn sendfile(sock: RawFd, file: RawFd, off: &mut i64, count: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the call; `off` is a valid, exclusive pointer to an
+    // off_t for its duration; no other memory is passed.
+    let n = unsafe { libc::sendfile(sock, file, off, count) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// One request: method check, path resolution, then the conditional / range logic.
+async fn handle(root: &Path, req: &Request) -> Reply {
+    if req.method != Method::GET && req.method != Method::HEAD {
         let mut r = empty(StatusCode::METHOD_NOT_ALLOWED);
-        r.headers_mut()
+        r.headers
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let Some(path) = resolve(&root, uri.path()) else {
+    let Some(path) = resolve(root, &req.path) else {
         return empty(StatusCode::NOT_FOUND);
     };
-    match respond(&path, &headers, method == Method::HEAD).await {
+    let path2 = path.clone();
+    let headers = req.headers.clone();
+    let r = tokio::task::spawn_blocking(move || respond(&path2, &headers))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+    match r {
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::NotFound => empty(StatusCode::NOT_FOUND),
         Err(e) => {
@@ -201,19 +516,70 @@ fn parse_range(value: &str, size: u64) -> RangeAsk {
     RangeAsk::Part(start, end.min(size - 1))
 }
 
-/// Build the response for an existing regular file.
-async fn respond(path: &Path, headers: &HeaderMap, head: bool) -> io::Result<Response<Body>> {
-    let mut file = tokio::fs::File::open(path).await?;
-    let meta = file.metadata().await?;
+/// Whether the client takes `gzip` (RFC 9110 12.5.3: a coding with `q=0` is refused).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    == Some(0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
+
+/// The pre-compressed sibling `X.gz` of `path`, when it exists and is not older than `X`
+/// (a publisher writes `X` first, then `X.gz`; an older `.gz` is stale and never served).
+fn gzip_sibling(
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> Option<(std::fs::File, std::fs::Metadata)> {
+    let mut name = path.file_name()?.to_os_string();
+    name.push(".gz");
+    let gz = path.with_file_name(name);
+    let file = std::fs::File::open(&gz).ok()?;
+    let m = file.metadata().ok()?;
+    let newer = (m.mtime(), m.mtime_nsec()) >= (meta.mtime(), meta.mtime_nsec());
+    (m.is_file() && newer).then_some((file, m))
+}
+
+/// Build the response for an existing regular file (blocking: opens and stats files).
+fn respond(path: &Path, headers: &HeaderMap) -> io::Result<Reply> {
+    let mut file = std::fs::File::open(path)?;
+    let mut meta = file.metadata()?;
+    let mut encoded = false;
+    if accepts_gzip(headers) {
+        if let Some((f, m)) = gzip_sibling(path, &meta) {
+            (file, meta, encoded) = (f, m, true);
+        }
+    }
     let size = meta.len();
     let etag = etag_of(&meta);
     let etag_hv = HeaderValue::from_str(&etag).expect("etag is ASCII");
+    let mut h = HeaderMap::new();
+    if path.extension().is_some_and(|e| e == "json") {
+        // Caches must key on the coding: the same URL has a plain and a gzip representation.
+        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    if encoded {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     if none_match(headers, &etag) {
         // No Content-Length here: on a 304 it would claim the size of the full representation.
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r.headers_mut().insert(header::ETAG, etag_hv);
-        return Ok(r);
+        h.insert(header::ETAG, etag_hv);
+        return Ok(Reply {
+            status: StatusCode::NOT_MODIFIED,
+            headers: h,
+            body: Body::Empty,
+        });
     }
     // If-Range: only honour Range when the client's copy is this very version.
     let range_ok = match headers.get(header::IF_RANGE) {
@@ -229,23 +595,11 @@ async fn respond(path: &Path, headers: &HeaderMap, head: bool) -> io::Result<Res
         RangeAsk::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         RangeAsk::Unsatisfiable => {
             let mut r = empty(StatusCode::RANGE_NOT_SATISFIABLE);
-            r.headers_mut()
+            r.headers
                 .insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}")));
             return Ok(r);
         }
     };
-    let body = if head || len == 0 {
-        Body::empty()
-    } else {
-        file.seek(io::SeekFrom::Start(start)).await?;
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-            file.take(len),
-            CHUNK,
-        ))
-    };
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, hv(&len.to_string()));
     h.insert(header::ETAG, etag_hv);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -259,7 +613,11 @@ async fn respond(path: &Path, headers: &HeaderMap, head: bool) -> io::Result<Res
             hv(&format!("bytes {start}-{}/{size}", start + len - 1)),
         );
     }
-    Ok(r)
+    Ok(Reply {
+        status,
+        headers: h,
+        body: Body::File { file, start, len },
+    })
 }
 
 /// JSON for manifests and envelopes, raw bytes for everything else.
@@ -274,12 +632,14 @@ fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("generated header value is ASCII")
 }
 
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    r
+fn empty(status: StatusCode) -> Reply {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Reply {
+        status,
+        headers,
+        body: Body::Empty,
+    }
 }
 
 #[cfg(test)]

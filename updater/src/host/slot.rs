@@ -273,7 +273,9 @@ impl Slots {
         self.set(label, |p| Prio { priority: TOP, ..p })
     }
 
-    /// SHA-256 of the first `len` bytes of the slot, read from the disk after dropping its cache.
+    /// SHA-256 of the first `len` bytes of the slot, read from the medium: with `O_DIRECT`
+    /// (no page cache at all; reading and hashing overlap), or where the disk refuses it after
+    /// dropping the range's cached pages.
     pub fn read_back(&self, slot: &SlotInfo, len: u64) -> Result<[u8; 32], SlotError> {
         let what = || {
             format!(
@@ -282,6 +284,11 @@ impl Slots {
                 self.disk.display()
             )
         };
+        match crate::host::direct_read::sha256_range(&self.disk, slot.offset, len) {
+            Ok(Some(d)) => return Ok(d),
+            Ok(None) => {}
+            Err(e) => return Err(io(what(), e)),
+        }
         let mut f = File::open(&self.disk).map_err(|e| io(what(), e))?;
         // Drop cached pages, so the bytes come from the medium and not from what we just wrote.
         if let (Ok(off), Ok(n)) = (i64::try_from(slot.offset), i64::try_from(len)) {

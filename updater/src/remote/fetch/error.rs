@@ -74,6 +74,14 @@ pub enum FetchError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// A manifest body whose Content-Encoding is unknown, broken, or inflates past the limit.
+    #[error("GET {url}: the body {problem}")]
+    BadEncoding {
+        /// The URL requested.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The body ended before the declared size was reached.
     #[error("GET {url}: body ended after {actual} of the {expected} bytes the manifest declares")]
     Truncated {

@@ -332,13 +332,20 @@ impl Fetcher {
         {
             return Err(FetchError::TooLarge { url, limit: t.size });
         }
-        let writer = match part.slot {
-            None => ChunkWriter::open(&part.path, part.len == 0).await?,
-            Some(offset) => ChunkWriter::open_at(&part.path, Place::At(offset + part.len)).await?,
+        let place = match part.slot {
+            None if part.len == 0 => Place::Truncate,
+            None => Place::Append,
+            Some(offset) => Place::At(offset + part.len),
         };
+        // The hash goes with the writer (on a thread of its own) and comes back with it.
+        let ctx = std::mem::replace(&mut part.ctx, Context::new(&SHA256));
+        let writer = ChunkWriter::open_hashing(&part.path, place, ctx).await?;
         let received = self.receive(&mut resp, t, part, &writer, downloaded).await;
         // Always drain the writer, so that the file holds exactly the bytes hashed into `part`.
-        writer.close().await?;
+        part.ctx = writer
+            .close_hashed()
+            .await?
+            .expect("a hashing writer gives its hash back");
         received?;
         if part.len < t.size {
             return Err(FetchError::Truncated {
@@ -350,7 +357,7 @@ impl Fetcher {
         Ok(())
     }
 
-    /// Stream the body into the writer, hashing and counting on the way; never past `t.size`.
+    /// Stream the body into the writer (which hashes it), counting on the way; never past `t.size`.
     async fn receive(
         &self,
         resp: &mut reqwest::Response,
@@ -385,7 +392,6 @@ impl Fetcher {
                     limit: t.size,
                 });
             }
-            part.ctx.update(&chunk);
             if writer.send(chunk).await.is_err() {
                 // The writer stopped on an I/O error; `close` reports it.
                 return Ok(());

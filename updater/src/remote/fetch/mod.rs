@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use reqwest::header::{ETAG, IF_NONE_MATCH};
+use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 
 pub use delta::{DeltaSource, Seed, SlotRange};
@@ -112,6 +112,10 @@ impl Fetcher {
     }
 
     /// Fetch a manifest with `If-None-Match: etag`; bodies over `max_len` are refused while streaming.
+    ///
+    /// Asks for `gzip` (a publisher serves a pre-compressed `manifest.json.gz`): a gzip body is
+    /// inflated here, refused when it would inflate past `max_len` (a decompression bomb), and
+    /// the bytes returned are always the exact document as published (signatures cover them).
     pub async fn fetch_manifest(
         &self,
         url: &str,
@@ -138,7 +142,7 @@ impl Fetcher {
         etag: Option<&str>,
         max_len: u64,
     ) -> Result<ManifestFetch, FetchError> {
-        let mut req = self.client.get(url);
+        let mut req = self.client.get(url).header(ACCEPT_ENCODING, "gzip");
         if let Some(tag) = etag {
             req = req.header(IF_NONE_MATCH, tag);
         }
@@ -170,6 +174,24 @@ impl Fetcher {
             .get(ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let gzip = match resp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .map(reqwest::header::HeaderValue::as_bytes)
+        {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"x-gzip") => true,
+            Some(v) if v.eq_ignore_ascii_case(b"identity") => false,
+            Some(v) => {
+                return Err(FetchError::BadEncoding {
+                    url: url.to_string(),
+                    problem: format!(
+                        "has Content-Encoding {:?}, of which upd only decodes gzip",
+                        String::from_utf8_lossy(v)
+                    ),
+                })
+            }
+        };
         let mut bytes = Vec::new();
         loop {
             let chunk = match tokio::time::timeout(self.cfg.stall_timeout, resp.chunk()).await {
@@ -194,6 +216,9 @@ impl Fetcher {
                 return Err(too_large());
             }
             bytes.extend_from_slice(&chunk);
+        }
+        if gzip {
+            bytes = gunzip(url, &bytes, max_len)?;
         }
         Ok(ManifestFetch::Fetched {
             bytes,
@@ -238,10 +263,13 @@ impl Fetcher {
 }
 
 impl Fetcher {
-    /// One item from its mirrors: a delta download when it has an index, else a whole one.
+    /// One item from its mirrors: a delta download when it has an index and the machine holds
+    /// builds to reuse chunks of, else a whole one.
     async fn fetch_item(&self, it: &FetchItem) -> Result<FetchOutcome, FetchError> {
         self.from_mirrors(&it.urls, |url| async move {
-            let Some(d) = &it.delta else {
+            // No other build to take chunks from (a first pull): the index could only add a
+            // request and a second hashing pass; the whole download is the cheaper path.
+            let Some(d) = it.delta.as_ref().filter(|d| !d.seeds.is_empty()) else {
                 return self
                     .fetch_target(url, &it.dest, it.size, it.sha256, it.progress.as_ref())
                     .await;
@@ -290,6 +318,27 @@ impl Fetcher {
         }
         Err(first.expect("every item names at least one URL"))
     }
+}
+
+/// Inflate a gzip body, refusing to produce more than `max_len` bytes (a decompression bomb
+/// stops there: memory stays bounded by the limit) and refusing anything but one whole gzip
+/// member.
+fn gunzip(url: &str, gz: &[u8], max_len: u64) -> Result<Vec<u8>, FetchError> {
+    use std::io::Read;
+    let bad = |problem: String| FetchError::BadEncoding {
+        url: url.to_string(),
+        problem,
+    };
+    let mut out = Vec::new();
+    let mut dec = flate2::read::GzDecoder::new(gz).take(max_len + 1);
+    dec.read_to_end(&mut out)
+        .map_err(|e| bad(format!("is not valid gzip: {e}")))?;
+    if out.len() as u64 > max_len {
+        return Err(bad(format!(
+            "inflates past the {max_len}-byte limit (refused as a decompression bomb)"
+        )));
+    }
+    Ok(out)
 }
 
 /// Fail unless the filesystem holding `dir` has `needed` bytes available to unprivileged users.

@@ -5,7 +5,7 @@ use ring::digest::{digest, SHA256};
 
 /// A served channel directory holding `files`, and a download directory.
 struct World {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     base: String,
     out: PathBuf,
 }
@@ -23,13 +23,18 @@ async fn world(files: &[(&str, &[u8])]) -> World {
     tokio::spawn(fut);
     let out = tmp.path().join("out");
     World {
-        _tmp: tmp,
+        tmp,
         base: format!("http://{addr}"),
         out,
     }
 }
 
 impl World {
+    /// The served channel directory.
+    fn chan(&self) -> PathBuf {
+        self.tmp.path().join("chan")
+    }
+
     /// `OUT/a.raw`, a download destination whose `.partial` an earlier run left holding `partial`.
     fn dest_with_partial(&self, partial: &[u8]) -> PathBuf {
         let dest = self.out.join("a.raw");
@@ -337,4 +342,79 @@ fn content_range_is_parsed_strictly() {
             assert_eq!(ContentRange::parse(&r.to_string()), want);
         }
     }
+}
+
+/// gzip of `data` at the best level, as the publisher writes `manifest.json.gz`.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn manifest_gzip_sibling_is_inflated_to_the_exact_bytes() {
+    // A channel with manifest.json and its pre-compressed sibling: upd asks for gzip, gets the
+    // smaller body, and returns exactly the published bytes; the ETag of the gzip
+    // representation revalidates to NotModified.
+    let m: Vec<u8> = (0..4000u32)
+        .flat_map(|i| format!("{{\"n\": {}}},", i % 97).into_bytes())
+        .collect();
+    let gz = gzip(&m);
+    let w = world(&[("manifest.json", &m)]).await;
+    // Written after the plain file (never older, or the server would not serve it).
+    std::fs::write(w.chan().join("manifest.json.gz"), &gz).unwrap();
+    let url = format!("{}/manifest.json", w.base);
+    let f = fetcher();
+    let ManifestFetch::Fetched { bytes, etag } =
+        f.fetch_manifest(&url, None, 1 << 20).await.unwrap()
+    else {
+        panic!("expected a body")
+    };
+    assert!(
+        bytes == m,
+        "the inflated manifest differs from the published one"
+    );
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    assert_eq!(resp.bytes().await.unwrap().len(), gz.len());
+    assert_eq!(
+        f.fetch_manifest(&url, etag.as_deref(), 1 << 20)
+            .await
+            .unwrap(),
+        ManifestFetch::NotModified
+    );
+}
+
+#[tokio::test]
+async fn manifest_decompression_bomb_is_refused() {
+    // A server whose manifest.json.gz is 8 MiB of zeros in about 8 KiB: the body is under the
+    // limit, its inflation is not; upd stops at the limit with an error that says so.
+    let w = world(&[("manifest.json", b"{}")]).await;
+    let bomb = gzip(&vec![0u8; 8 << 20]);
+    assert!(bomb.len() < 64 << 10);
+    std::fs::write(w.chan().join("manifest.json.gz"), &bomb).unwrap();
+    let url = format!("{}/manifest.json", w.base);
+    let err = fetcher()
+        .fetch_manifest(&url, None, 1 << 20)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::BadEncoding { .. })
+            && err.to_string().contains("decompression bomb")
+            && err.to_string().contains("1048576"),
+        "{err}"
+    );
+    // A body that claims gzip but is not: refused, naming the problem.
+    std::fs::write(w.chan().join("manifest.json.gz"), b"not gzip at all").unwrap();
+    let err = fetcher()
+        .fetch_manifest(&url, None, 1 << 20)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not valid gzip"), "{err}");
 }
