@@ -67,18 +67,7 @@ fn thread<T: Send + 'static>(
 }
 
 impl ChunkWriter {
-    /// Open `path` for appending (truncating it first when `truncate`) and start the writer thread.
-    pub(crate) async fn open(path: &Path, truncate: bool) -> Result<Self, PathError> {
-        let place = if truncate {
-            Place::Truncate
-        } else {
-            Place::Append
-        };
-        Self::start(path, place, None).await
-    }
-
     /// Open `path` (which must exist) for writing at byte `offset`, e.g. inside an OS slot of a disk.
-    #[cfg_attr(not(test), allow(dead_code))] // kept for writers into slots that hash elsewhere
     pub(crate) async fn open_at(path: &Path, place: Place) -> Result<Self, PathError> {
         Self::start(path, place, None).await
     }
@@ -406,7 +395,7 @@ mod tests {
                 "after the range, at {off}"
             );
         }
-        let w = ChunkWriter::open(&p, true).await.unwrap();
+        let w = ChunkWriter::open_at(&p, Place::Truncate).await.unwrap();
         w.send(Bytes::from_static(b"short")).await.unwrap();
         w.close().await.unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"short");
