@@ -31,10 +31,22 @@ const MAX_MS: f64 = 3.2e14;
 /// fresh, independent position, so the same machines are not always first.
 pub fn fleet_position(machine_id: &str, channel: &str, release: &OsVersion) -> f64 {
     let id = machine_id.trim().to_ascii_lowercase();
-    let version = release.to_string();
+    position(
+        POSITION_DOMAIN,
+        &[
+            id.as_bytes(),
+            channel.as_bytes(),
+            release.to_string().as_bytes(),
+        ],
+    )
+}
+
+/// SHA-256 over `domain` and each field prefixed with its length (so no two field lists
+/// collide), as a number in [0, 1).
+fn position(domain: &[u8], fields: &[&[u8]]) -> f64 {
     let mut ctx = Context::new(&SHA256);
-    ctx.update(POSITION_DOMAIN);
-    for field in [id.as_bytes(), channel.as_bytes(), version.as_bytes()] {
+    ctx.update(domain);
+    for field in fields {
         ctx.update(&(field.len() as u64).to_be_bytes());
         ctx.update(field);
     }
@@ -56,19 +68,16 @@ pub fn build_position(
 ) -> f64 {
     let id = machine_id.trim().to_ascii_lowercase();
     let (release, version) = (release.to_string(), version.to_string());
-    let mut ctx = Context::new(&SHA256);
-    ctx.update(BUILD_POSITION_DOMAIN);
-    for field in [
-        id.as_bytes(),
-        channel.as_bytes(),
-        release.as_bytes(),
-        name.as_bytes(),
-        version.as_bytes(),
-    ] {
-        ctx.update(&(field.len() as u64).to_be_bytes());
-        ctx.update(field);
-    }
-    unit_interval(ctx.finish().as_ref())
+    position(
+        BUILD_POSITION_DOMAIN,
+        &[
+            id.as_bytes(),
+            channel.as_bytes(),
+            release.as_bytes(),
+            name.as_bytes(),
+            version.as_bytes(),
+        ],
+    )
 }
 
 /// The first 53 bits of `digest` as a number in [0, 1).

@@ -19,6 +19,7 @@ use upd_tests::torn::{self, apply_tree, Cut, Data, Entries, Replay, Tree};
 
 use super::node::Node;
 use super::rig::{set, set_a, OsRig};
+use super::syscalls::{ext_pull_machine, set_a2};
 use crate::pull::rig::text_of;
 
 /// Distinct cut states booted when `UPD_TORN` is unset.
@@ -166,6 +167,19 @@ fn boots_then_pulls(
     rig.programs_run(&merged);
     rig.upd_ok(&["pull"], 0);
     assert_eq!(&rig.versions(), then);
+}
+
+#[test]
+fn torn_writes_of_an_extension_pull() {
+    // hello 1.1.0 for the running 1.0.0: the manifest and serial saved, the image downloaded to
+    // `.partial`, fsync'd and renamed into the store, the journal saved, the links switched, the
+    // journal marked, the switch committed. Every cut of those calls.
+    if !require_root() {
+        return;
+    }
+    torn_sweep("extension pull", ext_pull_machine, &["pull"], |rig| {
+        boots_then_pulls(rig, &[set_a(), set_a2()], &set_a2());
+    });
 }
 
 #[test]
