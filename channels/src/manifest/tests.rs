@@ -256,3 +256,23 @@ fn oversized_manifest_refused_before_parsing() {
         Err(SchemaError::TooLarge { .. })
     ));
 }
+
+/// Found by the `manifest` fuzz target: a long number in a rollout step parsed to an f64 one
+/// unit in the last place away from the shortest form serde_json writes, so a manifest written
+/// back (as the publisher does on every edit) parsed to a different manifest. serde_json's
+/// `float_roundtrip` parses correctly rounded.
+#[test]
+fn long_numbers_round_trip_exactly() {
+    let text = serde_json::to_string(&sample()).unwrap().replace(
+        "\"version\":\"1.0.0\"}",
+        "\"version\":\"1.0.0\",\"rollout\":{\"start\":\"2026-11-02T00:00:00Z\",\"steps\":\
+         [{\"after_hours\":0,\"percent\":10},\
+         {\"after_hours\":24111111111111111111111111111111111111111111111111111,\"percent\":100}]}}",
+    );
+    let m = Manifest::from_bytes(text.as_bytes()).unwrap();
+    assert!(
+        m.releases[0].rollout.is_some(),
+        "the rollout was not spliced in: {text}"
+    );
+    assert_eq!(Manifest::from_bytes(&m.to_bytes()).unwrap(), m);
+}
