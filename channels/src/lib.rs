@@ -6,6 +6,7 @@ pub mod compat;
 pub mod manifest;
 pub mod name;
 pub mod osrelease;
+pub mod report;
 pub mod rollout;
 pub mod select;
 pub mod verify;

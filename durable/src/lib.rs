@@ -152,9 +152,71 @@ pub fn hash_file(path: &Path) -> Result<(u64, [u8; 32]), PathError> {
     Ok((size, out))
 }
 
+/// Why a secret file (a token) was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// It could not be read.
+    #[error(transparent)]
+    Io(#[from] PathError),
+    /// Its mode lets the group or others read it.
+    #[error("{path}: mode {mode:04o} lets the group or others read this secret; chmod 0600 it")]
+    Readable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It holds no token (empty or only white space), or more than 4 KiB.
+    #[error("{path}: expected one token of 1 to 4096 bytes")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Read a secret (a bearer token) from `path`, trimmed of white space; refuse a file that the
+/// group or others may read (mode & 0o044), as ssh does with keys.
+pub fn read_secret(path: &Path) -> Result<String, SecretError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).map_err(|e| PathError::new("stat", path, e))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o044 != 0 {
+        return Err(SecretError::Readable {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = fs::read_to_string(path).map_err(|e| PathError::new("read", path, e))?;
+    let token = text.trim();
+    if token.is_empty() || token.len() > 4096 {
+        return Err(SecretError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(token.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("token");
+        fs::write(&p, "  s3cret\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_secret(&p).unwrap_err().to_string();
+        assert!(e.contains("mode 0640") && e.contains("chmod 0600"), "{e}");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret(&p).unwrap(), "s3cret");
+        fs::write(&p, "\n").unwrap();
+        assert!(read_secret(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("expected one token"));
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

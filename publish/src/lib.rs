@@ -1,4 +1,5 @@
 //! upd-publish: the publisher's side of upd, its channel repository on disk and a development HTTP server.
 
+pub mod fleet;
 pub mod repo;
 pub mod serve;

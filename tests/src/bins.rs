@@ -53,6 +53,20 @@ fn build(package: &str, bin: &str, feature_args: &[&str], variant: &str) -> Path
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir);
+    // `cargo test` hands the test process its package's variables (CARGO_PKG_NAME=upd-tests,
+    // CARGO_MANIFEST_DIR, …). Inherited by this cargo, they reach the build scripts that declare
+    // `rerun-if-env-changed` on them (ring's does): ring and all that links it were rebuilt here,
+    // and again by the next `cargo test` from a shell, minutes each time.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || k.starts_with("CARGO_BIN_")
+            || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"].contains(&k.as_ref())
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }

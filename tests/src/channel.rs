@@ -29,6 +29,8 @@ pub struct Channel {
     prev_root_key: Option<SigningKey>,
     root_version: u64,
     channel_key: SigningKey,
+    /// The channel key's PKCS#8 bytes (for `upd-channel --key`).
+    channel_pkcs8: Vec<u8>,
     root_bytes: Vec<u8>,
     /// The manifest as the next [`Channel::publish`] signs it (edit freely; `publish` bumps the serial).
     pub manifest: Manifest,
@@ -44,7 +46,7 @@ impl Channel {
             .tempdir()
             .expect("repo temp dir");
         let (root_key, _) = SigningKey::generate().expect("root key");
-        let (channel_key, _) = SigningKey::generate().expect("channel key");
+        let (channel_key, channel_pkcs8) = SigningKey::generate().expect("channel key");
         let now = Utc::now();
         let doc = RootDocument::new(
             1,
@@ -64,6 +66,7 @@ impl Channel {
             prev_root_key: None,
             root_version: 1,
             channel_key,
+            channel_pkcs8,
             root_bytes,
             manifest: Manifest::new(Name::new(name).expect("channel name"), now),
             chunk_indexes: false,
@@ -169,7 +172,8 @@ impl Channel {
     /// Write root `root_version` with a fresh channel key, signed by the previous and the current
     /// root keys.
     fn issue_root(&mut self, expires: DateTime<Utc>) {
-        let (channel_key, _) = SigningKey::generate().expect("channel key");
+        let (channel_key, pkcs8) = SigningKey::generate().expect("channel key");
+        self.channel_pkcs8 = pkcs8;
         let version = self.root_version;
         let doc = RootDocument::new(
             version,
@@ -205,6 +209,31 @@ impl Channel {
         let envelope = sign_manifest(&self.manifest, &[&self.channel_key]);
         self.write(&self.manifest_rel(), &envelope);
         envelope
+    }
+
+    /// Hand the repository to `upd-channel`: the manifest being edited written as the channel's
+    /// draft (`channels/<ch>/draft.json`) and the channel key as a PKCS#8 file (mode 0600)
+    /// outside the served tree; returns the key file.
+    pub fn for_upd_channel(&self) -> PathBuf {
+        let ch = self.manifest.channel.as_str().to_string();
+        self.write(
+            &format!("channels/{ch}/draft.json"),
+            &serde_json::to_vec_pretty(&self.manifest).expect("manifest serialises"),
+        );
+        let key = self.dir.path().join("channel.key");
+        fs::write(&key, &self.channel_pkcs8).expect("write the channel key");
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        fs::set_permissions(&key, mode).expect("chmod the channel key");
+        key
+    }
+
+    /// Take back the draft `upd-channel` left (after it signed): the manifest being edited
+    /// becomes the draft, serial included.
+    pub fn reload_draft(&mut self) {
+        let ch = self.manifest.channel.as_str().to_string();
+        let bytes = fs::read(self.dir.path().join(format!("channels/{ch}/draft.json")))
+            .expect("read the draft");
+        self.manifest = Manifest::from_bytes(&bytes).expect("the draft parses");
     }
 
     /// Sign arbitrary manifest payload bytes with the channel key (a hostile publisher's manifest that the

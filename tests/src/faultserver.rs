@@ -1,4 +1,6 @@
-//! A fault-injecting HTTP server on 127.0.0.1: drops, stalls, corrupt bytes, wrong lengths and errors, with counters.
+//! A fault-injecting HTTP server on 127.0.0.1: drops, stalls, corrupt bytes, wrong lengths and errors, with counters;
+//! multi-range requests answered as `multipart/byteranges`, or as servers that do not support them
+//! do, or wrongly in each way a client must refuse.
 
 use std::collections::HashMap;
 use std::io;
@@ -59,6 +61,37 @@ pub enum Fault {
         /// Requests answered with it.
         times: u32,
     },
+    /// Answer a multi-range request with its first range only, as a single-part 206 (legal, RFC
+    /// 9110 §14.2: servers may ignore the rest); single ranges as usual.
+    FirstRangeOnly,
+    /// Answer a multi-range request with the whole file (200), single ranges as usual (nginx
+    /// past `max_ranges`, Apache past `MaxRanges`).
+    WholeForMultiRange,
+    /// Answer a multi-range request with one single-part 206 from the first range's start to the
+    /// last one's end (a legal coalescing).
+    CoalesceRanges,
+    /// Answer multi-range requests with a broken `multipart/byteranges`, this way.
+    Multipart(BadMultipart),
+}
+
+/// Ways a `multipart/byteranges` answer can be wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadMultipart {
+    /// The second part starts 4096 bytes after the range asked (its bytes those it claims).
+    Unasked,
+    /// The second part starts 100 bytes before the end of the first.
+    Overlap,
+    /// The parts in the reverse order.
+    Reversed,
+    /// `Content-Type: multipart/byteranges` without a boundary.
+    NoBoundary,
+    /// The body's boundary is not the Content-Type's.
+    GarbledBoundary,
+    /// The first part carries 10 bytes more than its Content-Range.
+    LongPart,
+    /// The body ends (Content-Length agreeing) after the first part: no more parts, no close
+    /// delimiter.
+    Truncated,
 }
 
 /// Where a path's bytes come from.
@@ -79,6 +112,33 @@ pub struct Stats {
     pub body_bytes: u64,
     /// The Range header of each request, in order.
     pub ranges: Vec<Option<String>>,
+}
+
+impl Stats {
+    /// Every closed range asked (`a-b` of `bytes=a-b,c-d`), in order, as inclusive positions.
+    pub fn spans(&self) -> Vec<(u64, u64)> {
+        self.ranges
+            .iter()
+            .flatten()
+            .flat_map(|r| r.trim().trim_start_matches("bytes=").split(','))
+            .filter_map(|spec| {
+                let (a, b) = spec.trim().split_once('-')?;
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Whether every request asked closed ranges only (what a delta download asks).
+    pub fn closed_ranges_only(&self) -> bool {
+        self.ranges.iter().all(|r| {
+            r.as_deref().is_some_and(|r| {
+                r.trim_start_matches("bytes=").split(',').all(|s| {
+                    s.split_once('-')
+                        .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                })
+            })
+        })
+    }
 }
 
 struct Entry {
@@ -215,8 +275,8 @@ impl Drop for FaultServer {
 /// Everything a response needs, copied out of the table so the lock is not held while streaming.
 struct Plan {
     source: Source,
-    start: u64,
-    end: u64,
+    /// The body: texts and byte ranges of the content, in order.
+    segs: Vec<Seg>,
     fault: Fault,
     active: bool,
     sent: Arc<AtomicU64>,
@@ -248,8 +308,7 @@ async fn handle(State(table): State<Table>, uri: Uri, headers: HeaderMap) -> Res
         };
         let plan = Plan {
             source: e.source.clone(),
-            start: 0,
-            end: e.size,
+            segs: Vec::new(),
             fault: e.fault,
             active,
             sent: e.sent.clone(),
@@ -270,9 +329,9 @@ async fn handle(State(table): State<Table>, uri: Uri, headers: HeaderMap) -> Res
     let asked = range
         .as_deref()
         .filter(|_| plan.fault != Fault::IgnoreRange);
-    let (code, start, end) = match asked.map(|r| parse_range(r, size)) {
-        None | Some(Some(None)) => (StatusCode::OK, 0, size),
-        Some(Some(Some((a, b)))) => (StatusCode::PARTIAL_CONTENT, a, b),
+    let ranges = match asked.map(|r| parse_ranges(r, size)) {
+        None | Some(Some(None)) => Vec::new(),
+        Some(Some(Some(v))) => v,
         Some(None) => {
             let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
             r.headers_mut()
@@ -280,61 +339,149 @@ async fn handle(State(table): State<Table>, uri: Uri, headers: HeaderMap) -> Res
             return r;
         }
     };
-    let plan = Plan { start, end, ..plan };
+    let ranges = match (plan.fault, ranges.len()) {
+        (_, 0 | 1) => ranges,
+        (Fault::WholeForMultiRange, _) => Vec::new(),
+        (Fault::FirstRangeOnly, _) => vec![ranges[0]],
+        (Fault::CoalesceRanges, _) => vec![(ranges[0].0, ranges[ranges.len() - 1].1)],
+        _ => ranges,
+    };
     let mut r = Response::new(Body::empty());
-    *r.status_mut() = code;
+    *r.status_mut() = if ranges.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::PARTIAL_CONTENT
+    };
     let h = r.headers_mut();
     h.insert(header::ETAG, hv(&etag));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if code == StatusCode::PARTIAL_CONTENT {
-        h.insert(
-            header::CONTENT_RANGE,
-            hv(&format!("bytes {start}-{}/{size}", end - 1)),
-        );
-    }
+    let segs = match ranges.as_slice() {
+        [] => vec![Seg::Content(0, size)],
+        [(a, b)] => {
+            h.insert(
+                header::CONTENT_RANGE,
+                hv(&format!("bytes {a}-{}/{size}", b - 1)),
+            );
+            vec![Seg::Content(*a, *b)]
+        }
+        many => {
+            let bad = match plan.fault {
+                Fault::Multipart(b) => Some(b),
+                _ => None,
+            };
+            let ct = if bad == Some(BadMultipart::NoBoundary) {
+                "multipart/byteranges".to_string()
+            } else {
+                format!("multipart/byteranges; boundary={BOUNDARY}")
+            };
+            h.insert(header::CONTENT_TYPE, hv(&ct));
+            multipart(many, size, bad)
+        }
+    };
+    let len: u64 = segs.iter().map(Seg::len).sum();
     let declared = match plan.fault {
         Fault::Extra { declare: false, .. } => None,
         Fault::Extra {
             extra,
             declare: true,
-        } => Some(end - start + extra),
-        _ => Some(end - start),
+        } => Some(len + extra),
+        _ => Some(len),
     };
     if let Some(n) = declared {
         h.insert(header::CONTENT_LENGTH, hv(&n.to_string()));
     }
-    *r.body_mut() = body(plan);
+    *r.body_mut() = body(Plan { segs, ..plan });
     r
 }
 
-/// `Some(Some((start, end_exclusive)))` for a satisfiable single range, `Some(None)` to ignore it, `None` for 416.
-fn parse_range(v: &str, size: u64) -> Option<Option<(u64, u64)>> {
-    let Some((a, b)) = v
-        .trim()
-        .strip_prefix("bytes=")
-        .and_then(|s| s.split_once('-'))
-    else {
-        return Some(None);
-    };
-    let (start, end) = match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
-        (None, Some(n)) => (size.saturating_sub(n), size),
-        (Some(s), None) => (s, size),
-        (Some(s), Some(e)) if e >= s => (s, (e + 1).min(size)),
-        _ => return Some(None),
-    };
-    (start < size).then_some(Some((start, end)))
+/// The boundary of the multipart answers.
+const BOUNDARY: &str = "upd-fault-server-7d1c";
+
+/// One stretch of a response body.
+#[derive(Debug, Clone)]
+enum Seg {
+    /// Literal bytes (multipart delimiters and part headers).
+    Text(Bytes),
+    /// Content bytes `start..end` (file offsets), corrupted as the fault says.
+    Content(u64, u64),
 }
 
-/// The body stream: content from `start` to `end`, with the planned fault applied.
+impl Seg {
+    fn len(&self) -> u64 {
+        match self {
+            Seg::Text(t) => t.len() as u64,
+            Seg::Content(a, b) => b - a,
+        }
+    }
+}
+
+/// The body of a `multipart/byteranges` answer with `ranges` (end-exclusive), made wrong as `bad` says.
+fn multipart(ranges: &[(u64, u64)], size: u64, bad: Option<BadMultipart>) -> Vec<Seg> {
+    let mut parts = ranges.to_vec();
+    match bad {
+        Some(BadMultipart::Unasked) => parts[1].0 = (parts[1].0 + 4096).min(parts[1].1 - 1),
+        Some(BadMultipart::Overlap) => parts[1].0 = parts[0].1.saturating_sub(100),
+        Some(BadMultipart::Reversed) => parts.reverse(),
+        Some(BadMultipart::Truncated) => parts.truncate(1),
+        _ => {}
+    }
+    let b = if bad == Some(BadMultipart::GarbledBoundary) {
+        "upd-fault-server-7d1d"
+    } else {
+        BOUNDARY
+    };
+    let mut segs = Vec::new();
+    for (i, (a, z)) in parts.iter().enumerate() {
+        let lead = if i == 0 { "" } else { "\r\n" };
+        segs.push(Seg::Text(Bytes::from(format!(
+            "{lead}--{b}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {a}-{}/{size}\r\n\r\n",
+            z - 1
+        ))));
+        segs.push(Seg::Content(*a, *z));
+        if i == 0 && bad == Some(BadMultipart::LongPart) {
+            segs.push(Seg::Text(Bytes::from_static(b"0123456789")));
+        }
+    }
+    if bad != Some(BadMultipart::Truncated) {
+        segs.push(Seg::Text(Bytes::from(format!("\r\n--{b}--\r\n"))));
+    }
+    segs
+}
+
+/// The closed ranges of a Range value, end-exclusive: `Some(Some(v))` (a range past the end
+/// dropped), `Some(None)` to ignore the header, `None` for 416.
+fn parse_ranges(v: &str, size: u64) -> Option<Option<Vec<(u64, u64)>>> {
+    let Some(set) = v.trim().strip_prefix("bytes=") else {
+        return Some(None);
+    };
+    let mut out = Vec::new();
+    for spec in set.split(',') {
+        let Some((a, b)) = spec.trim().split_once('-') else {
+            return Some(None);
+        };
+        let (start, end) = match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
+            (None, Some(n)) => (size.saturating_sub(n), size),
+            (Some(s), None) => (s, size),
+            (Some(s), Some(e)) if e >= s => (s, (e + 1).min(size)),
+            _ => return Some(None),
+        };
+        if start < size {
+            out.push((start, end));
+        }
+    }
+    (!out.is_empty()).then_some(Some(out))
+}
+
+/// The body stream: the planned segments, with the planned fault applied.
 fn body(plan: Plan) -> Body {
     let extra_left = match plan.fault {
         Fault::Extra { extra, .. } => extra,
         _ => 0,
     };
-    let pos = plan.start;
     let st = St {
         plan,
-        pos,
+        seg: 0,
+        pos: None,
         sent_here: 0,
         extra_left,
         file: None,
@@ -356,21 +503,41 @@ fn body(plan: Plan) -> Body {
             return Some((Err(io::Error::other("fault server: connection cut")), st));
         }
         let room = limit.map_or(u64::MAX, |at| at - st.sent_here);
-        let chunk = if st.pos < st.plan.end {
-            let n = CHUNK.min(st.plan.end - st.pos).min(room);
-            match read(&mut st, n).await {
-                Ok(c) => c,
-                Err(e) => {
-                    st.done = true;
-                    return Some((Err(e), st));
+        let chunk = match st.plan.segs.get(st.seg).cloned() {
+            Some(Seg::Text(t)) => {
+                let n = (t.len() as u64).min(room) as usize;
+                if n == t.len() {
+                    st.seg += 1;
+                } else {
+                    st.plan.segs[st.seg] = Seg::Text(t.slice(n..));
+                }
+                t.slice(..n)
+            }
+            Some(Seg::Content(a, z)) => {
+                let pos = *st.pos.get_or_insert(a);
+                let n = CHUNK.min(z - pos).min(room);
+                match read(&mut st, pos, n).await {
+                    Ok(c) => {
+                        if pos + n == z {
+                            st.seg += 1;
+                            st.pos = None;
+                        } else {
+                            st.pos = Some(pos + n);
+                        }
+                        c
+                    }
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
                 }
             }
-        } else if st.extra_left > 0 {
-            let n = CHUNK.min(st.extra_left).min(room);
-            st.extra_left -= n;
-            Bytes::from(vec![0x5a; n as usize])
-        } else {
-            return None;
+            None if st.extra_left > 0 => {
+                let n = CHUNK.min(st.extra_left).min(room);
+                st.extra_left -= n;
+                Bytes::from(vec![0x5a; n as usize])
+            }
+            None => return None,
         };
         st.sent_here += chunk.len() as u64;
         st.plan.sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
@@ -381,16 +548,20 @@ fn body(plan: Plan) -> Body {
 /// The state of one response body stream.
 struct St {
     plan: Plan,
-    pos: u64,
+    /// The segment being sent.
+    seg: usize,
+    /// Within a content segment: the next file offset.
+    pos: Option<u64>,
     sent_here: u64,
     extra_left: u64,
-    file: Option<tokio::fs::File>,
+    /// The open file and its position.
+    file: Option<(tokio::fs::File, u64)>,
     done: bool,
 }
 
-/// Read `n` content bytes at `st.pos`, corrupting the planned byte.
-async fn read(st: &mut St, n: u64) -> io::Result<Bytes> {
-    let (a, b) = (st.pos, st.pos + n);
+/// Read `n` content bytes at file offset `a`, corrupting the planned byte.
+async fn read(st: &mut St, a: u64, n: u64) -> io::Result<Bytes> {
+    let b = a + n;
     let corrupt = match st.plan.fault {
         Fault::CorruptByte(off) if (a..b).contains(&off) => Some((off - a) as usize),
         Fault::CorruptInRange(off) if st.plan.active && (a..b).contains(&off) => {
@@ -399,30 +570,27 @@ async fn read(st: &mut St, n: u64) -> io::Result<Bytes> {
         _ => None,
     };
     let mut data = match &st.plan.source {
-        Source::Memory(m) if corrupt.is_none() => {
-            st.pos = b;
-            return Ok(m.slice(a as usize..b as usize));
-        }
+        Source::Memory(m) if corrupt.is_none() => return Ok(m.slice(a as usize..b as usize)),
         Source::Memory(m) => m[a as usize..b as usize].to_vec(),
         Source::File(p) => {
-            if st.file.is_none() {
-                let mut f = tokio::fs::File::open(p).await?;
+            if st.file.as_ref().is_none_or(|(_, at)| *at != a) {
+                let mut f = match st.file.take() {
+                    Some((f, _)) => f,
+                    None => tokio::fs::File::open(p).await?,
+                };
                 f.seek(io::SeekFrom::Start(a)).await?;
-                st.file = Some(f);
+                st.file = Some((f, a));
             }
+            let (f, at) = st.file.as_mut().expect("opened above");
             let mut buf = vec![0u8; n as usize];
-            st.file
-                .as_mut()
-                .expect("opened above")
-                .read_exact(&mut buf)
-                .await?;
+            f.read_exact(&mut buf).await?;
+            *at = b;
             buf
         }
     };
     if let Some(i) = corrupt {
         data[i] ^= 0xff;
     }
-    st.pos = b;
     Ok(Bytes::from(data))
 }
 

@@ -7,6 +7,7 @@ pub mod faultserver;
 pub mod fleetlock;
 pub mod images;
 pub mod nspawn;
+pub mod postgres;
 pub mod probe;
 pub mod rootfs;
 pub mod sandbox;

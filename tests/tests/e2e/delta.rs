@@ -1,5 +1,6 @@
 //! Delta downloads by the upd fetcher over real HTTP (the fault server on 127.0.0.1): chunks reused
-//! from a local image, the rest by Range; every bad index or chunk falls back to the full download.
+//! from a local image, the rest by Range (several ranges a request where the server answers them);
+//! every bad index, chunk or multipart answer falls back to the full download.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,7 @@ use upd::remote::fetch::{
     NoProgress, Progress, Seed,
 };
 use upd_channels::chunks::{self, ChunkIndex, HEADER_LEN, RECORD_LEN};
-use upd_tests::faultserver::{Fault, FaultServer};
+use upd_tests::faultserver::{BadMultipart, Fault, FaultServer};
 
 const MIB: usize = 1 << 20;
 
@@ -38,12 +39,18 @@ fn versions() -> (Vec<u8>, Vec<u8>) {
 }
 
 fn fetcher(retries: u32, stall: Duration) -> Fetcher {
+    fetcher_asking(retries, stall, 32)
+}
+
+/// A fetcher asking at most `ranges` ranges a request.
+fn fetcher_asking(retries: u32, stall: Duration, ranges: usize) -> Fetcher {
     Fetcher::new(FetchConfig {
         timeout_connect: Duration::from_secs(5),
         stall_timeout: stall,
         retries,
         backoff_base: Duration::from_millis(20),
         parallel: 1,
+        ranges_per_request: ranges,
     })
     .unwrap()
 }
@@ -145,18 +152,16 @@ async fn minor_change_fetches_few_bytes_by_range() {
     assert!(out.reused > size * 9 / 10, "{out:?}");
     assert_eq!(out.bytes_downloaded, st.body_bytes + ix.len() as u64);
     assert!(
-        st.ranges.iter().all(|r| r.as_deref().is_some_and(|r| {
-            let (a, b) = r.trim_start_matches("bytes=").split_once('-').unwrap();
-            !a.is_empty() && !b.is_empty()
-        })),
+        st.closed_ranges_only(),
         "closed ranges only: {:?}",
         st.ranges
     );
     assert!(
-        (2..=6).contains(&st.requests),
+        (2..=6).contains(&st.spans().len()),
         "neighbours coalesced: {:?}",
         st.ranges
     );
+    assert_eq!(st.requests, 1, "all ranges in one request: {:?}", st.ranges);
 }
 
 #[tokio::test]
@@ -545,10 +550,9 @@ async fn os_image_refetches_a_corrupted_booted_region() {
         .find(|c| c.offset <= MIB as u64 && MIB as u64 + 100 <= c.end())
         .unwrap();
     assert!(
-        st.ranges.iter().flatten().any(|r| {
-            let (a, b) = r.trim_start_matches("bytes=").split_once('-').unwrap();
-            a.parse::<u64>().unwrap() <= hit.offset && hit.end() - 1 <= b.parse::<u64>().unwrap()
-        }),
+        st.spans()
+            .iter()
+            .any(|&(a, b)| a <= hit.offset && hit.end() - 1 <= b),
         "the corrupted chunk {hit:?} was fetched: {:?}",
         st.ranges
     );
@@ -655,4 +659,272 @@ async fn os_image_larger_than_the_slot_is_refused_up_front() {
     assert!(matches!(err, FetchError::SlotTooSmall { .. }), "{err}");
     assert_eq!(std::fs::read(&disk).unwrap(), before);
     assert_eq!(w.srv.stats("/b.raw").requests, 0);
+}
+
+/// Version 1 (8 MiB) and version 2 with 12 stretches of 3000 bytes rewritten, 640 KiB apart: a
+/// dozen runs of missing chunks with reusable ones between.
+fn scattered() -> (Vec<u8>, Vec<u8>) {
+    let v1 = noise(8 * MIB, 21);
+    let mut v2 = v1.clone();
+    for k in 0..12u64 {
+        let at = (300 * 1024 + k * 640 * 1024) as usize;
+        v2[at..at + 3000].copy_from_slice(&noise(3000, 100 + k));
+    }
+    (v1, v2)
+}
+
+/// [`world`] with the scattered versions.
+async fn scattered_world(fault: Fault) -> World {
+    let (v1, v2) = scattered();
+    let w = world(fault, good_index).await;
+    w.srv.put_bytes("/b.raw", v2.clone(), fault);
+    w.srv
+        .put_bytes("/b.raw.chunks", good_index(&v2), Fault::Normal);
+    std::fs::write(&w.seed, &v1).unwrap();
+    World { v2, ..w }
+}
+
+impl World {
+    async fn run_scattered(&self, f: &Fetcher) -> FetchOutcome {
+        let ix = good_index(&self.v2);
+        let out = self.run(f, &self.item(&ix)).await.unwrap();
+        self.landed();
+        out
+    }
+
+    /// The delta download went on to the end: most bytes reused, no whole GET, no open range.
+    fn stayed_delta(&self, out: &FetchOutcome) {
+        let st = self.srv.stats("/b.raw");
+        assert!(st.closed_ranges_only(), "{:?}", st.ranges);
+        assert!(out.reused > self.v2.len() as u64 * 4 / 5, "{out:?}");
+    }
+
+    /// The multipart answer was refused: the full download took over (resuming after the
+    /// chunks already verified: an open-ended range, or a whole GET), the result is v2.
+    fn refused_multipart(&self) {
+        self.landed();
+        let st = self.srv.stats("/b.raw");
+        assert!(
+            st.ranges[0].as_deref().is_some_and(|r| r.contains(',')),
+            "{:?}",
+            st.ranges
+        );
+        let last = st.ranges.last().unwrap().clone();
+        assert!(
+            last.as_deref().is_none_or(|r| r.ends_with('-')),
+            "{:?}",
+            st.ranges
+        );
+    }
+}
+
+#[tokio::test]
+async fn multi_range_requests_cut_the_requests() {
+    // The same scattered update fetched twice: with single ranges (one request a run), then with
+    // multi-range requests (multipart/byteranges answers): the same bytes reused, the same
+    // content received, in one request instead of a dozen.
+    let w = scattered_world(Fault::Normal).await;
+    let single = w
+        .run_scattered(&fetcher_asking(0, Duration::from_secs(5), 1))
+        .await;
+    let one = w.srv.stats("/b.raw");
+    std::fs::remove_file(&w.dest).unwrap();
+    w.srv.reset_stats("/b.raw");
+    let multi = w.run_scattered(&fetcher(0, Duration::from_secs(5))).await;
+    let many = w.srv.stats("/b.raw");
+    assert!(one.requests >= 10, "{:?}", one.ranges);
+    assert!(
+        one.ranges.iter().flatten().all(|r| !r.contains(',')),
+        "{:?}",
+        one.ranges
+    );
+    assert_eq!(many.requests, 1, "{:?}", many.ranges);
+    assert_eq!(many.spans(), one.spans(), "the same ranges asked");
+    assert_eq!(multi.reused, single.reused);
+    w.stayed_delta(&multi);
+    // The multipart framing is all that is added: under 200 bytes a part.
+    let parts = many.spans().len() as u64;
+    assert!(many.body_bytes > one.body_bytes, "{many:?} {one:?}");
+    assert!(
+        many.body_bytes < one.body_bytes + 200 * parts,
+        "{many:?} {one:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_answering_only_the_first_range() {
+    // The server answers a multi-range request with its first range alone (a single-part 206):
+    // the fetcher takes it, then asks the rest one range a request, and stays a delta download.
+    let w = scattered_world(Fault::FirstRangeOnly).await;
+    let out = w.run_scattered(&fetcher(0, Duration::from_secs(5))).await;
+    w.stayed_delta(&out);
+    let st = w.srv.stats("/b.raw");
+    assert!(
+        st.ranges[0].as_deref().unwrap().contains(','),
+        "{:?}",
+        st.ranges
+    );
+    assert!(
+        st.ranges[1..].iter().flatten().all(|r| !r.contains(',')),
+        "single ranges after the first answer: {:?}",
+        st.ranges
+    );
+    // Each range of the first request not answered was asked again, alone, in order.
+    let of = |r: &[Option<String>]| {
+        upd_tests::faultserver::Stats {
+            ranges: r.to_vec(),
+            ..Default::default()
+        }
+        .spans()
+    };
+    assert_eq!(
+        of(&st.ranges[1..]),
+        of(&st.ranges[..1])[1..],
+        "{:?}",
+        st.ranges
+    );
+}
+
+#[tokio::test]
+async fn server_answering_multi_range_with_the_whole_file() {
+    // The server sends the whole file (200) to a multi-range request, as nginx past max_ranges
+    // does, and answers single ranges: asked again one range a request, still a delta download.
+    let w = scattered_world(Fault::WholeForMultiRange).await;
+    let out = w.run_scattered(&fetcher(0, Duration::from_secs(5))).await;
+    w.stayed_delta(&out);
+    let st = w.srv.stats("/b.raw");
+    assert!(st.ranges[0].as_deref().unwrap().contains(','));
+    assert!(st.ranges[1..].iter().flatten().all(|r| !r.contains(',')));
+    assert!(st.requests >= 10, "{:?}", st.ranges);
+}
+
+#[tokio::test]
+async fn server_coalescing_the_ranges() {
+    // The server answers one part from the first range's start to the last one's end (legal
+    // coalescing): one request, the chunks between taken from the answer, each verified.
+    let w = scattered_world(Fault::CoalesceRanges).await;
+    let out = w.run_scattered(&fetcher(0, Duration::from_secs(5))).await;
+    let st = w.srv.stats("/b.raw");
+    assert_eq!(st.requests, 1, "{:?}", st.ranges);
+    let (first, last) = (st.spans()[0].0, st.spans().last().unwrap().1);
+    assert_eq!(st.body_bytes, last + 1 - first);
+    assert_eq!(out.reused, w.v2.len() as u64 - st.body_bytes);
+}
+
+/// A server answering multi-range requests wrongly in the way `bad`: the answer is refused
+/// (before any of its wrong bytes reach the partial) and the full download lands v2.
+async fn bad_multipart_falls_back(bad: BadMultipart) {
+    let w = scattered_world(Fault::Multipart(bad)).await;
+    w.run_scattered(&fetcher(0, Duration::from_secs(5))).await;
+    w.refused_multipart();
+}
+
+#[tokio::test]
+async fn multipart_part_not_asked_for() {
+    // The second part's Content-Range starts 4096 bytes after the range asked.
+    bad_multipart_falls_back(BadMultipart::Unasked).await;
+}
+
+#[tokio::test]
+async fn multipart_overlapping_parts() {
+    // The second part starts 100 bytes before the end of the first.
+    bad_multipart_falls_back(BadMultipart::Overlap).await;
+}
+
+#[tokio::test]
+async fn multipart_parts_out_of_order() {
+    // The parts come last first.
+    bad_multipart_falls_back(BadMultipart::Reversed).await;
+}
+
+#[tokio::test]
+async fn multipart_without_a_boundary() {
+    // `Content-Type: multipart/byteranges` with no boundary parameter.
+    bad_multipart_falls_back(BadMultipart::NoBoundary).await;
+}
+
+#[tokio::test]
+async fn multipart_with_a_garbled_boundary() {
+    // The body's delimiters use another boundary than the Content-Type's.
+    bad_multipart_falls_back(BadMultipart::GarbledBoundary).await;
+}
+
+#[tokio::test]
+async fn multipart_part_longer_than_its_range() {
+    // Ten bytes more in the first part than its Content-Range says.
+    bad_multipart_falls_back(BadMultipart::LongPart).await;
+}
+
+#[tokio::test]
+async fn multipart_answer_ending_early() {
+    // The body ends after the first part (its Content-Length agreeing): no close delimiter.
+    bad_multipart_falls_back(BadMultipart::Truncated).await;
+}
+
+#[tokio::test]
+async fn multipart_part_not_matching_its_hash() {
+    // A byte flipped inside the fifth rewritten stretch, in range answers only: the chunk is
+    // refused before it reaches the partial, the full download lands v2.
+    let at = (300 * 1024 + 4 * 640 * 1024 + 100) as u64;
+    let w = scattered_world(Fault::CorruptInRange(at)).await;
+    w.run_scattered(&fetcher(0, Duration::from_secs(5))).await;
+    w.refused_multipart();
+}
+
+#[tokio::test]
+async fn cut_multipart_answer_resumes_at_chunk_granularity() {
+    // The multi-range answer is cut after 20 kB, no retries: the run fails holding whole verified
+    // chunks only; the next run keeps them and asks a multi-range request for the rest.
+    let w = scattered_world(Fault::CutAfter {
+        at: 20_000,
+        times: Some(1),
+    })
+    .await;
+    let ix = good_index(&w.v2);
+    let item = w.item(&ix);
+    let err = w
+        .run(&fetcher(0, Duration::from_secs(5)), &item)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let held = std::fs::metadata(partial_path(&w.dest)).unwrap().len();
+    let index = ChunkIndex::from_bytes(&ix, w.v2.len() as u64).unwrap();
+    assert!(
+        index.chunks.iter().any(|c| c.end() == held),
+        "{held} is a chunk boundary"
+    );
+    w.srv.reset_stats("/b.raw");
+    let out = w
+        .run(&fetcher(0, Duration::from_secs(5)), &item)
+        .await
+        .unwrap();
+    w.landed();
+    assert_eq!(out.resumed_from, held);
+    let st = w.srv.stats("/b.raw");
+    assert_eq!(st.requests, 1, "{:?}", st.ranges);
+    assert!(st.spans()[0].0 >= held, "{:?}", st.ranges);
+}
+
+#[tokio::test]
+async fn os_image_through_multi_range() {
+    // The scattered update as an OS image into slot B, slot A's v1 the seed: one multi-range
+    // request, slot B exactly v2, slot A and the guards untouched.
+    let (v1, v2) = scattered();
+    let (w, disk, mut before) = os_world(Fault::Normal).await;
+    before[A as usize..A as usize + v1.len()].copy_from_slice(&v1);
+    std::fs::write(&disk, &before).unwrap();
+    w.srv.put_bytes("/b.raw", v2.clone(), Fault::Normal);
+    w.srv
+        .put_bytes("/b.raw.chunks", good_index(&v2), Fault::Normal);
+    let w = World { v2, ..w };
+    let ix = good_index(&w.v2);
+    let out = w
+        .run_os(&fetcher(0, Duration::from_secs(5)), &w.os_item(&disk, &ix))
+        .await
+        .unwrap();
+    w.staged(&disk, &before);
+    let st = w.srv.stats("/b.raw");
+    assert_eq!(st.requests, 1, "{:?}", st.ranges);
+    assert!(st.spans().len() >= 10, "{:?}", st.ranges);
+    assert!(out.reused > w.v2.len() as u64 * 4 / 5, "{out:?}");
 }

@@ -28,6 +28,7 @@ fn fetcher(retries: u32, stall: Duration) -> Fetcher {
         retries,
         backoff_base: Duration::from_millis(20),
         parallel: 2,
+        ranges_per_request: 32,
     })
     .unwrap()
 }

@@ -1,7 +1,7 @@
 //! upd end-to-end suites, compiled into one test binary; one line per module says what it covers.
 mod booted; // booted Debian containers (systemd 252 and 257, systemd-nspawn): units in order, upd.service on the real root, switch back, ID_LIKE per systemd version, config typo, analyze verify/security, zero-gap switch under a prober
 mod corpus; // the fuzz targets' property checks (fuzz/src/checks, included by path) on every seed corpus file, on stable Rust
-mod delta; // delta downloads by the fetcher over real HTTP: reuse, coalesced ranges, resume at chunk granularity, stall; each bad index or chunk (hash, size, overlap, order, corrupt chunk, Range ignored) falls back to the whole image
+mod delta; // delta downloads by the fetcher over real HTTP: reuse, coalesced ranges, multi-range requests (fewer requests; a server answering one range, the whole file, or coalescing; each bad multipart answer), resume at chunk granularity, stall; each bad index or chunk (hash, size, overlap, order, corrupt chunk, Range ignored) falls back to the whole image
 mod disk; // the A/B disk rig itself on real loop devices: GPT slots (sgdisk and raw bytes), gptprio boots and fallback, release
 mod failpoints; // upd's failpoints grouped by prefix for the kill suites; every point is in a group some suite kills at
 mod fetch; // the upd fetcher over real HTTP with injected faults: hash, size limit, resume, stall, retries, ETag

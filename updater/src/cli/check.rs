@@ -30,7 +30,7 @@ pub struct Args {
     /// of the manifest it fetches now, whose validity is judged at that instant too. Changes
     /// nothing.
     #[arg(long = "now", value_name = "RFC3339", value_parser = parse_instant)]
-    at: Option<DateTime<Utc>>,
+    pub(super) at: Option<DateTime<Utc>>,
 }
 
 fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {

@@ -15,6 +15,7 @@ mod check;
 mod config;
 pub mod exit;
 mod ext;
+mod fleet;
 mod gc;
 mod list;
 pub mod log;
@@ -141,6 +142,31 @@ impl Command {
             return config::run(&Root::new(&cli.root), cli.config.as_deref(), &cli.set, a);
         }
         let m = cli.machine()?;
+        let Some((kind, before)) = self.reports().zip(fleet::before(&m)) else {
+            return self.run_on(m);
+        };
+        let result = self.run_on(m.clone());
+        let code = match &result {
+            Ok(code) => *code,
+            Err(e) => exit::of(e),
+        };
+        fleet::after(&m, kind, &before, code);
+        result
+    }
+
+    /// Which fleet report the command sends (when `REPORT_URL` is set).
+    fn reports(&self) -> Option<fleet::Kind> {
+        match self {
+            // `check --now` asks about another instant: nothing happened to report.
+            Command::Check(a) if a.at.is_none() => Some(fleet::Kind::Check),
+            Command::Pull(_) | Command::Update(_) => Some(fleet::Kind::Pull),
+            Command::Boot(_) => Some(fleet::Kind::Boot),
+            Command::MarkGood(_) => Some(fleet::Kind::MarkGood),
+            _ => None,
+        }
+    }
+
+    fn run_on(&self, m: Machine) -> anyhow::Result<u8> {
         match self {
             Command::Status(a) => status::run(m, a),
             Command::Check(a) => check::run(m, a),

@@ -58,6 +58,7 @@ impl Settings {
             "MACHINE_ID_PATH" => self.machine_id_path = path(&d.machine_id_path)?,
             "SYSEXT_BIN" => self.sysext_bin = path(&d.sysext_bin)?,
             "HEALTH_DIR" => self.health_dir = path(&d.health_dir)?,
+            "REPORT_TOKEN_FILE" => self.report_token_file = opt(e, values::abs_path)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -72,6 +73,7 @@ impl Settings {
                 self.reboot_window = opt(e, |v| v.parse::<Window>().map_err(|w| w.to_string()))?;
             }
             "FLEET_LOCK_URL" => self.fleet_lock_url = opt(e, values::http_url)?,
+            "REPORT_URL" => self.report_url = opt(e, values::http_url)?,
             "ETCD_ENDPOINTS" => {
                 let urls = v.split_whitespace().map(values::http_url);
                 self.etcd_endpoints = urls.collect::<Result<_, _>>().map_err(|x| bad(e, x))?;
@@ -103,6 +105,10 @@ impl Settings {
                 self.stall_timeout = val(e, d.stall_timeout, |v| values::seconds(v, 3600))?;
             }
             "RETRIES" => self.retries = val(e, d.retries, |v| values::int_in(v, 0, 20))?,
+            "RANGES_PER_REQUEST" => {
+                self.ranges_per_request =
+                    val(e, d.ranges_per_request, |v| values::int_in(v, 1, 64))?;
+            }
             "RETENTION" => self.retention = val(e, d.retention, |v| values::int_in(v, 0, 32))?,
             "WARINESS" => self.wariness = val(e, d.wariness, values::fraction)?,
             "UPDATE_JITTER_SECS" => {

@@ -9,7 +9,7 @@ use super::{read_entries, ConfigError, Entry, Origin, Root, Settings};
 
 /// Every key upd knows, in the order `upd config` prints them (`EXTENSION_<name>` keys are shown
 /// folded into `EXTENSIONS`).
-pub const KEYS: [&str; 28] = [
+pub const KEYS: [&str; 31] = [
     "SERVER",
     "CHANNEL",
     "EXTENSIONS",
@@ -31,6 +31,7 @@ pub const KEYS: [&str; 28] = [
     "CONNECT_TIMEOUT_SECS",
     "STALL_TIMEOUT_SECS",
     "RETRIES",
+    "RANGES_PER_REQUEST",
     "RETENTION",
     "WARINESS",
     "UPDATE_JITTER_SECS",
@@ -38,6 +39,8 @@ pub const KEYS: [&str; 28] = [
     "SLOT_LABELS",
     "KERNEL_CMDLINE",
     "BOOTED_SLOT",
+    "REPORT_URL",
+    "REPORT_TOKEN_FILE",
 ];
 
 /// One effective setting.
@@ -135,6 +138,16 @@ impl Settings {
             "MACHINE_ID_PATH" => path(&self.machine_id_path),
             "SYSEXT_BIN" => path(&self.sysext_bin),
             "HEALTH_DIR" => path(&self.health_dir),
+            "REPORT_URL" => self
+                .report_url
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            "REPORT_TOKEN_FILE" => self
+                .report_token_file
+                .as_ref()
+                .map(|p| path(p))
+                .unwrap_or_default(),
             _ => self.show_more(key),
         }
     }
@@ -168,6 +181,7 @@ impl Settings {
             "CONNECT_TIMEOUT_SECS" => secs(self.connect_timeout),
             "STALL_TIMEOUT_SECS" => secs(self.stall_timeout),
             "RETRIES" => self.retries.to_string(),
+            "RANGES_PER_REQUEST" => self.ranges_per_request.to_string(),
             "RETENTION" => self.retention.to_string(),
             "WARINESS" => self.wariness.to_string(),
             "UPDATE_JITTER_SECS" => secs(self.update_jitter),
@@ -206,8 +220,9 @@ mod tests {
             SYSEXT_BIN=/x\nHEALTH_DIR=/h\nREBOOT_STRATEGY=etcd-lock\nREBOOT_WINDOW=Mon-Fri 02:00 1h30m\n\
             FLEET_LOCK_URL=http://f/\nETCD_ENDPOINTS=http://e1:2379/ http://e2:2379/\n\
             ETCD_LOCK_SLOTS=3\nREBOOT_COMMAND=/sbin/reboot now\nPARALLEL_DOWNLOADS=2\n\
-            CONNECT_TIMEOUT_SECS=5\nSTALL_TIMEOUT_SECS=7\nRETRIES=1\nRETENTION=2\nWARINESS=0.5\n\
-            UPDATE_JITTER_SECS=60\nDISK=/dev/vda\nSLOT_LABELS=X Y\nKERNEL_CMDLINE=/c\nBOOTED_SLOT=X\n";
+            CONNECT_TIMEOUT_SECS=5\nSTALL_TIMEOUT_SECS=7\nRETRIES=1\nRANGES_PER_REQUEST=5\nRETENTION=2\nWARINESS=0.5\n\
+            UPDATE_JITTER_SECS=60\nDISK=/dev/vda\nSLOT_LABELS=X Y\nKERNEL_CMDLINE=/c\nBOOTED_SLOT=X\n\
+            REPORT_URL=https://fleet.example/\nREPORT_TOKEN_FILE=/t\n";
         let s = Settings::from_entries(&file("/etc/upd/upd.conf", text)).unwrap();
         assert_ne!(s, Settings::default());
         let shown = effective(&s, &file("/etc/upd/upd.conf", text));

@@ -70,6 +70,12 @@ pub enum ConfigError {
         /// What the key takes.
         expected: String,
     },
+    /// `REPORT_URL` set without `REPORT_TOKEN_FILE`.
+    #[error("{origin}: REPORT_URL is set but REPORT_TOKEN_FILE is not: the report server needs the fleet's token")]
+    ReportToken {
+        /// Where REPORT_URL was set.
+        origin: Origin,
+    },
     /// A reboot strategy chosen without the setting it needs.
     #[error("{origin}: REBOOT_STRATEGY={strategy} needs {needs} to be set")]
     Incomplete {
@@ -120,6 +126,9 @@ pub struct Settings {
     pub stall_timeout: Duration,
     /// `RETRIES`: further attempts after a failed transfer, 0..=20 (default 3).
     pub retries: u32,
+    /// `RANGES_PER_REQUEST`: byte ranges a delta download asks in one HTTP request, 1..=64
+    /// (default 32; 1: single ranges only).
+    pub ranges_per_request: usize,
     /// `MACHINE_ID_PATH`: the machine-id file (default `/etc/machine-id`).
     pub machine_id_path: PathBuf,
     /// `RETENTION`: older generations (beyond active, pending and previous) whose images stay in
@@ -146,6 +155,10 @@ pub struct Settings {
     pub update_jitter: Duration,
     /// `HEALTH_DIR`: executables that must all succeed before `upd mark-good` (default `/etc/upd/health.d`).
     pub health_dir: PathBuf,
+    /// `REPORT_URL`: the fleet report server's base URL; none (the default): no reports are sent.
+    pub report_url: Option<Url>,
+    /// `REPORT_TOKEN_FILE`: the file holding the fleet's bearer token (mode 0600 or stricter).
+    pub report_token_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -168,6 +181,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),
             retries: 3,
+            ranges_per_request: 32,
             machine_id_path: "/etc/machine-id".into(),
             retention: 0,
             sysext_bin: "/usr/bin/systemd-sysext".into(),
@@ -180,6 +194,8 @@ impl Default for Settings {
             health_dir: "/etc/upd/health.d".into(),
             etcd_lock_slots: 1,
             update_jitter: Duration::ZERO,
+            report_url: None,
+            report_token_file: None,
         }
     }
 }
@@ -198,15 +214,24 @@ impl Settings {
     /// Apply `entries` in order over the defaults and validate the result (no I/O).
     pub fn from_entries(entries: &[Entry]) -> Result<Settings, ConfigError> {
         let mut s = Settings::default();
-        let mut strategy_origin = None;
+        let (mut strategy_origin, mut report_origin) = (None, None);
         for e in entries {
             s.apply(e)?;
             if e.key == "REBOOT_STRATEGY" {
                 strategy_origin = Some(e.origin.clone());
             }
+            if e.key == "REPORT_URL" {
+                report_origin = Some(e.origin.clone());
+            }
         }
         if let Some(origin) = strategy_origin {
             s.check_strategy(origin)?;
+        }
+        match report_origin {
+            Some(origin) if s.report_url.is_some() && s.report_token_file.is_none() => {
+                return Err(ConfigError::ReportToken { origin })
+            }
+            _ => {}
         }
         Ok(s)
     }

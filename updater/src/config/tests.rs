@@ -307,16 +307,43 @@ fn example_file_documents_every_key_and_parses() {
         "CONNECT_TIMEOUT_SECS",
         "STALL_TIMEOUT_SECS",
         "RETRIES",
+        "RANGES_PER_REQUEST",
         "MACHINE_ID_PATH",
         "WARINESS",
         "RETENTION",
         "SYSEXT_BIN",
+        "REPORT_URL",
+        "REPORT_TOKEN_FILE",
     ] {
         assert!(
             active.lines().any(|l| l.starts_with(key)),
             "{key} is not in the example"
         );
     }
+}
+
+#[test]
+fn reports_are_off_by_default_and_need_a_token_file() {
+    // Issue 15: REPORT_URL without REPORT_TOKEN_FILE is an error naming where it was set.
+    assert_eq!(Settings::default().report_url, None);
+    let (_d, root) = machine(&[("/etc/upd/upd.conf", "REPORT_URL=https://fleet.example/\n")]);
+    let e = Settings::load(&root, None, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("upd.conf:1") && e.contains("REPORT_TOKEN_FILE is not"),
+        "{e}"
+    );
+    let (_d, root) = machine(&[(
+        "/etc/upd/upd.conf",
+        "REPORT_URL=https://fleet.example/\nREPORT_TOKEN_FILE=/etc/upd/report.token\n",
+    )]);
+    let s = Settings::load(&root, None, &[]).unwrap();
+    assert_eq!(s.report_url.unwrap().as_str(), "https://fleet.example/");
+    assert_eq!(
+        s.report_token_file.unwrap(),
+        Path::new("/etc/upd/report.token")
+    );
+    let (_d, root) = machine(&[("/etc/upd/upd.conf", "REPORT_URL=ftp://x/\n")]);
+    assert!(Settings::load(&root, None, &[]).is_err());
 }
 
 #[test]

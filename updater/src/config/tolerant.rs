@@ -25,6 +25,7 @@ impl ConfigError {
         match self {
             ConfigError::UnknownKey { key, .. } | ConfigError::BadValue { key, .. } => Some(key),
             ConfigError::Incomplete { .. } => Some("REBOOT_STRATEGY"),
+            ConfigError::ReportToken { .. } => Some("REPORT_URL"),
             ConfigError::Io(_) | ConfigError::Syntax { .. } => None,
         }
     }
@@ -35,7 +36,7 @@ impl ConfigError {
             ConfigError::Io(_) => false,
             ConfigError::Syntax { .. } | ConfigError::UnknownKey { .. } => true,
             ConfigError::BadValue { key, .. } => !LOCATION_KEYS.contains(&key.as_str()),
-            ConfigError::Incomplete { .. } => true,
+            ConfigError::Incomplete { .. } | ConfigError::ReportToken { .. } => true,
         }
     }
 }

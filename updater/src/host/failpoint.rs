@@ -19,6 +19,9 @@ pub const ALL: &[&str] = &[
     // ops/stage.rs: an OS image staged into the other slot.
     "stage-disarmed",
     "stage-written",
+    // host/slot.rs: the staged slot's os-release read through a loop device upd holds (also
+    // met by rollback, which reads the other slot's).
+    "stage-loop-attached",
     "stage-pending",
     "stage-armed",
     // ops/boot.rs, ops/mark_good.rs, ops/rollback.rs: upd boot, mark-good and rollback.

@@ -5,7 +5,6 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ring::digest::{Context, SHA256};
 use upd_channels::osrelease::OsRelease;
@@ -320,6 +319,7 @@ impl Slots {
     /// The os-release inside the slot, read through a read-only loop device over the slot's range.
     pub fn os_release(&self, slot: &SlotInfo) -> Result<OsRelease, SlotError> {
         let dev = LoopDevice::attach(&self.disk, slot.offset, slot.size)?;
+        crate::host::failpoint::hit("stage-loop-attached");
         image::read_os_release(&dev.path).map_err(|source| SlotError::Image {
             label: slot.label.clone(),
             source,
@@ -336,48 +336,115 @@ impl Slots {
     }
 }
 
-/// A read-only loop device over a byte range, detached on drop.
+/// A read-only loop device over a byte range, attached with the kernel's autoclear flag and held
+/// open: the kernel detaches it when the last descriptor closes, so a SIGKILL (or any exit) leaves
+/// no device behind. (Attached by `losetup` and detached on drop, every kill while it was held
+/// left one attached for good, holding the disk open.)
 struct LoopDevice {
     path: PathBuf,
+    /// Held until drop; its close detaches the device.
+    _held: File,
 }
 
+/// `<linux/loop.h>`: the ioctls and flags used here.
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` (its fields are read by the kernel only).
+#[repr(C)]
+#[allow(dead_code)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` (LOOP_CONFIGURE, Linux 5.8; read by the kernel only).
+#[repr(C)]
+#[allow(dead_code)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<LoopInfo64>() == 232);
+const _: () = assert!(std::mem::size_of::<LoopConfig>() == 304);
+
 impl LoopDevice {
-    /// Attach a read-only loop device over `size` bytes of `disk` at `offset`. `losetup --find`
-    /// can lose a race for the free device it found to another process attaching at the same
-    /// instant (it then fails with ENXIO or EBUSY): such a failure is retried a few times.
+    /// Attach a read-only, autoclearing loop device over `size` bytes of `disk` at `offset`, in
+    /// one LOOP_CONFIGURE on a device this process already holds open (a kill at any instant
+    /// leaves nothing attached). Another process can take the free device found between the
+    /// query and the configure (EBUSY): retried a few times.
+    // The loop ioctls have no safe wrapper in nix or libc; the loopdev crates attach in two
+    // ioctls (LOOP_SET_FD, then LOOP_SET_STATUS64 with the flags), and a kill between the two
+    // leaves a device attached without autoclear: the one LOOP_CONFIGURE here has no such gap.
+    #[allow(unsafe_code)]
     fn attach(disk: &Path, offset: u64, size: u64) -> Result<Self, SlotError> {
         const ATTEMPTS: u32 = 5;
+        let what = || format!("attaching a loop device to {}", disk.display());
+        let backing = File::open(disk).map_err(|e| io(what(), e))?;
+        let control = File::open("/dev/loop-control").map_err(|e| io(what(), e))?;
         let mut attempt = 1;
         loop {
-            let out = Command::new("losetup")
-                .args(["--find", "--show", "--read-only", "--offset"])
-                .arg(offset.to_string())
-                .arg("--sizelimit")
-                .arg(size.to_string())
-                .arg(disk)
-                .output()
-                .map_err(|e| io("running losetup", e))?;
-            if out.status.success() {
-                let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-                return Ok(Self { path });
+            // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+            let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+            if n < 0 {
+                return Err(io(what(), std::io::Error::last_os_error()));
             }
-            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if attempt == ATTEMPTS {
-                return Err(io(
-                    format!("attaching a loop device to {}", disk.display()),
-                    why,
-                ));
+            let path = PathBuf::from(format!("/dev/loop{n}"));
+            let held = File::open(&path).map_err(|e| io(what(), e))?;
+            let mut info = LoopInfo64 {
+                lo_device: 0,
+                lo_inode: 0,
+                lo_rdevice: 0,
+                lo_offset: offset,
+                lo_sizelimit: size,
+                lo_number: 0,
+                lo_encrypt_type: 0,
+                lo_encrypt_key_size: 0,
+                lo_flags: LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
+                lo_file_name: [0; 64],
+                lo_crypt_name: [0; 64],
+                lo_encrypt_key: [0; 32],
+                lo_init: [0; 2],
+            };
+            let name = disk.as_os_str().as_encoded_bytes();
+            let len = name.len().min(info.lo_file_name.len() - 1);
+            info.lo_file_name[..len].copy_from_slice(&name[..len]);
+            let config = LoopConfig {
+                fd: backing.as_raw_fd() as u32,
+                block_size: 0,
+                info,
+                reserved: [0; 8],
+            };
+            // SAFETY: LOOP_CONFIGURE reads one `struct loop_config`, which `config` is (repr(C),
+            // the kernel's layout), alive for the call.
+            let r = unsafe { libc::ioctl(held.as_raw_fd(), LOOP_CONFIGURE as _, &config) };
+            if r == 0 {
+                return Ok(Self { path, _held: held });
             }
-            tracing::debug!(attempt, %why, "losetup failed; retrying");
+            let why = std::io::Error::last_os_error();
+            if why.raw_os_error() != Some(libc::EBUSY) || attempt == ATTEMPTS {
+                return Err(io(what(), why));
+            }
+            tracing::debug!(attempt, %why, "loop device taken meanwhile; retrying");
             std::thread::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)));
             attempt += 1;
         }
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
     }
 }
 

@@ -148,6 +148,7 @@ pub fn fetcher(m: &Machine) -> Result<Fetcher, FetchError> {
         stall_timeout: s.stall_timeout,
         retries: s.retries,
         parallel: s.parallel_downloads,
+        ranges_per_request: s.ranges_per_request,
         ..FetchConfig::default()
     })
 }

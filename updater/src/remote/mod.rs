@@ -3,5 +3,6 @@
 
 pub mod channel;
 pub mod fetch;
+pub mod fleetreport;
 pub mod rebootlock;
 pub mod trust;

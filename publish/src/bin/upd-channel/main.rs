@@ -3,6 +3,8 @@
 mod add_release;
 mod barrier;
 mod common;
+mod fleet;
+mod fleet_bench;
 mod generate_docs;
 mod init;
 mod keygen;
@@ -61,6 +63,8 @@ enum Command {
     Promote(promote::Args),
     /// Show a channel's releases: flags and the share of the fleet each rollout reaches now.
     Status(status::Args),
+    /// The owner's view: the report server, the rollout's status, the rollout guard.
+    Fleet(fleet::Args),
     /// Write the man pages and shell completions to a directory (scripts/gen-docs).
     #[command(hide = true)]
     GenerateDocs(generate_docs::Args),
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Barrier(a) => barrier::run(a),
         Command::Promote(a) => promote::run(a),
         Command::Status(a) => status::run(a),
+        Command::Fleet(a) => fleet::run(a),
         Command::GenerateDocs(a) => generate_docs::run(a, Cli::command()),
     };
     match result {

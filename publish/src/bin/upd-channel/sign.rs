@@ -52,26 +52,42 @@ pub fn run(args: Args) -> Result<()> {
         }
         env.to_json_bytes()
     } else {
-        let now = Utc::now();
-        let mut draft = repo.load_draft(&args.channel)?;
-        let published = repo.published_serial(&args.channel)?.unwrap_or(0);
-        draft.serial = draft.serial.max(published) + 1;
-        draft.issued = now;
-        draft.expires = common::expires_in(now, args.expires_days)?;
-        draft
-            .validate()
-            .map_err(anyhow::Error::msg)
-            .context("validating the draft")?;
-        let envelope = sign_manifest(&draft, &refs(&keys));
-        repo.save_draft(&draft)?;
-        println!(
-            "serial {} issued {} expires {}",
-            draft.serial, draft.issued, draft.expires
-        );
-        envelope
+        sign_draft(&repo, &args.channel, &keys, args.expires_days)?
     };
     repo.write_manifest(&args.channel, &envelope)?;
-    let count = Envelope::parse(&envelope, usize::MAX)?.signatures().len();
+    report_signatures(&repo, &path, &envelope)
+}
+
+/// The channel's draft signed with a new serial, issued now: the draft is saved and the
+/// envelope returned (for the caller to write). Shared by `sign` and `fleet guard`.
+pub fn sign_draft(
+    repo: &Repo,
+    channel: &Name,
+    keys: &[upd_keys::SigningKey],
+    expires_days: i64,
+) -> Result<Vec<u8>> {
+    let now = Utc::now();
+    let mut draft = repo.load_draft(channel)?;
+    let published = repo.published_serial(channel)?.unwrap_or(0);
+    draft.serial = draft.serial.max(published) + 1;
+    draft.issued = now;
+    draft.expires = common::expires_in(now, expires_days)?;
+    draft
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("validating the draft")?;
+    let envelope = sign_manifest(&draft, &refs(keys));
+    repo.save_draft(&draft)?;
+    println!(
+        "serial {} issued {} expires {}",
+        draft.serial, draft.issued, draft.expires
+    );
+    Ok(envelope)
+}
+
+/// Say how many signatures the written manifest carries, against the root's threshold.
+pub fn report_signatures(repo: &Repo, path: &std::path::Path, envelope: &[u8]) -> Result<()> {
+    let count = Envelope::parse(envelope, usize::MAX)?.signatures().len();
     let threshold = repo
         .trusted_root(Utc::now())
         .map(|r| r.document().roles.channel.threshold);

@@ -9,7 +9,7 @@
 //!   the last), `none` no point; unset (CI), the one point halfway through the count;
 //! - at a random instant: `UPD_KILL_RANDOM=R` runs each killed (SIGKILL to upd's whole process
 //!   group, as a service manager's stop or the OOM killer's cgroup kill does) after a delay drawn
-//!   uniformly over the action's measured duration; unset (CI), 2 runs. `UPD_KILL_SEED` repeats a
+//!   uniformly over the action's measured duration (the shortest of 3 runs); unset (CI), 2 runs. `UPD_KILL_SEED` repeats a
 //!   sequence of delays.
 //!
 //! `UPD_KILL_TIMES=1` prints the time each step took (prepare, save, count, restore, kill, recover).
@@ -31,6 +31,9 @@ pub(crate) const CALLS: &str = "write,pwrite64,writev,pwritev,pwritev2,fsync,fda
 /// Random runs per action when `UPD_KILL_RANDOM` is unset (CI).
 const CI_RANDOM_RUNS: usize = 2;
 
+/// Timed runs of an action before its random kills; the delays are drawn over the shortest.
+const TIMED_RUNS: usize = 3;
+
 /// One action to kill: the machine it runs on, its command, and what must hold after a kill.
 pub(crate) struct Action {
     /// Its name in the figures.
@@ -39,6 +42,9 @@ pub(crate) struct Action {
     pub prepare: fn() -> OsRig,
     /// upd's arguments.
     pub args: &'static [&'static str],
+    /// What the uninterrupted run (the counting one) must show, given upd's output: that it took
+    /// the path under test (a delta download, say), so that no kill proves less than it claims.
+    pub took_path: Option<fn(&OsRig, &str)>,
     /// After the kill: cut the power (or not), boot, check the invariant, run again; panics when
     /// the machine is inconsistent.
     pub recover: fn(&mut OsRig),
@@ -143,13 +149,21 @@ pub(crate) fn sweep(a: &Action) {
     lap("saved");
     let (count, out) = rig.upd_count(a.args, CALLS);
     assert_eq!(out.status.code(), Some(0), "{}:\n{}", a.name, text_of(&out));
+    if let Some(check) = a.took_path {
+        check(&rig, &text_of(&out));
+    }
     lap("counted");
-    rig.restore(&saved);
-    lap("restored");
-    let start = Instant::now();
-    let out = rig.upd(a.args, &[]);
-    let took = start.elapsed();
-    assert_eq!(out.status.code(), Some(0), "{}:\n{}", a.name, text_of(&out));
+    // The action's duration: the shortest of a few runs, so that the random delays (drawn over
+    // it) mostly land inside the action rather than after it.
+    let mut took = Duration::MAX;
+    for _ in 0..TIMED_RUNS {
+        rig.restore(&saved);
+        lap("restored");
+        let start = Instant::now();
+        let out = rig.upd(a.args, &[]);
+        took = took.min(start.elapsed());
+        assert_eq!(out.status.code(), Some(0), "{}:\n{}", a.name, text_of(&out));
+    }
 
     let tried = points(count);
     let mut bad = Vec::new();
@@ -189,9 +203,10 @@ pub(crate) fn sweep(a: &Action) {
     }
     if runs > 0 {
         eprintln!(
-            "RANDOM {}: {runs} runs, {} inconsistent (over {took:?}, {finished} finished before \
-             the kill, seed {seed}) {bad_random:?}",
+            "RANDOM {}: {runs} runs, {} killed mid-action, {} inconsistent (over {took:?}, \
+             {finished} finished before the kill, seed {seed}) {bad_random:?}",
             a.name,
+            runs - finished,
             bad_random.len()
         );
     }

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
 
 use upd_tests::disk::{USR_A, USR_B};
-use upd_tests::sandbox::require_root;
+use upd_tests::sandbox::{all_loop_devices, backing_id, require_root};
 
 use super::rig::{set_a, set_b, OsRig, V1, V2};
 use crate::failpoints::{points, BOOT, MARKGOOD, ROLLBACK, STAGE};
@@ -65,6 +66,49 @@ fn kill_at_each_stage_step() {
     for fp in points(STAGE) {
         stage_killed_at(fp);
     }
+}
+
+#[test]
+fn kill_while_a_slot_is_read_leaves_no_loop_device() {
+    // upd reads the staged slot's os-release through a loop device over the slot's byte range.
+    // Killed while it holds it (failpoint stage-loop-attached), the kernel detaches it: the disk
+    // is left with exactly the loop devices it had (the one /usr is mounted from). Attached by
+    // losetup and detached only on drop, each such kill left one more attached for good.
+    if !require_root() {
+        return;
+    }
+    let mut rig = OsRig::new(&[]);
+    rig.add_v2();
+    let id = backing_id(&rig.disk.device());
+    let on_disk = || {
+        let mut d: Vec<String> = all_loop_devices()
+            .into_iter()
+            .filter(|l| l.backing == id)
+            .map(|l| l.device)
+            .collect();
+        d.sort();
+        d
+    };
+    let before = on_disk();
+    killed(&rig, &["pull"], "stage-loop-attached");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while on_disk() != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        on_disk(),
+        before,
+        "loop devices over the disk after the kill"
+    );
+    rig.reboot();
+    assert_eq!(rig.running_os(), V1);
+    let booted = on_disk(); // /usr is mounted from another device now
+    rig.upd_ok(&["pull"], 0);
+    assert_eq!(
+        on_disk(),
+        booted,
+        "loop devices over the disk after a whole pull"
+    );
 }
 
 /// A machine that pulled v2 and whose boot loader picked USR-B (a try consumed), its `upd boot` killed at `fp`.

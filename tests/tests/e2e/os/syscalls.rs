@@ -11,11 +11,15 @@
 use std::collections::BTreeMap;
 
 use upd::host::swap::count_sysext_overlays;
+use upd_channels::manifest::Target;
+use upd_tests::channel::Channel;
 use upd_tests::disk::{USR_A, USR_B};
+use upd_tests::faultserver::FaultServer;
+use upd_tests::images::{OsSpec, SysextSpec};
 use upd_tests::sandbox::require_root;
 
 use super::harness::{sweep, Action};
-use super::rig::{ext, set, set_a, set_b, OsRig, V1, V2};
+use super::rig::{ext, os, serve, set, set_a, set_b, OsRig, V1, V2};
 
 /// Set A with hello 1.1.0: the extension update for the running 1.0.0.
 pub(super) fn set_a2() -> BTreeMap<String, String> {
@@ -118,6 +122,7 @@ fn kill_extension_pull_at_each_syscall() {
         name: "extension pull",
         prepare: ext_pull_machine,
         args: &["pull"],
+        took_path: None,
         recover: |rig| {
             boot_consistent(rig, &|os| {
                 assert_eq!(os, V1);
@@ -139,6 +144,7 @@ fn kill_os_pull_at_each_syscall() {
         name: "OS pull",
         prepare: os_pull_machine,
         args: &["pull"],
+        took_path: None,
         recover: |rig| {
             boot_consistent(rig, &set_of);
             if rig.running_os() == V1 {
@@ -146,6 +152,177 @@ fn kill_os_pull_at_each_syscall() {
                 boot_consistent(rig, &set_of);
             }
             assert_eq!(rig.running_os(), V2);
+            rig.upd_ok(&["mark-good"], 0);
+            assert_eq!(rig.state()["active"]["os_version"], V2);
+        },
+    });
+}
+
+const MIB: u64 = 1 << 20;
+/// The warning of a delta download that fell back to the whole image.
+const FELL_BACK: &str = "delta download not possible";
+
+/// hello `version` for `os` with 4 MiB of filler every version shares: a minor update of it
+/// reuses most chunks of the older build in the store.
+fn padded_hello(version: &str, os_version: &str) -> SysextSpec {
+    let mut s = ext("hello", version, os_version);
+    s.pad_bytes = 4 * MIB;
+    s.filler_seed = Some(7);
+    s
+}
+
+/// The OS `version` with 6 MiB of filler every version shares: a minor OS update reuses most
+/// chunks of the booted slot.
+fn padded_os(version: &str) -> OsSpec {
+    let mut o = os(version);
+    o.pad_bytes = 6 * MIB;
+    o.filler_seed = Some(3);
+    o
+}
+
+/// A channel publishing chunk indexes with release 1.0.0 (OS `v1`, `hello`, world 1.0.0), and a
+/// machine installed from it as [`OsRig::new`] has it.
+fn delta_machine(v1: OsSpec, hello: SysextSpec) -> OsRig {
+    let (rt, server) = FaultServer::start_with_runtime();
+    let mut ch = Channel::new("stable");
+    ch.chunk_indexes = true;
+    ch.add_os_release(V1, &v1);
+    ch.add_extension(V1, &hello);
+    ch.add_extension(V1, &ext("world", "1.0.0", V1));
+    ch.publish();
+    serve(&ch, &server);
+    OsRig::on(rt, server, ch, &[])
+}
+
+/// hello 1.0.0 pulled (padded), hello 1.1.0 (the same filler) published with its index.
+fn ext_delta_machine() -> OsRig {
+    let mut rig = delta_machine(os(V1), padded_hello("1.0.0", V1));
+    let b = rig.ch.add_extension(V1, &padded_hello("1.1.0", V1));
+    assert!(b.image.chunk_index.is_some(), "published with an index");
+    rig.publish();
+    rig
+}
+
+/// 1.0.0 (padded OS) booted from USR-A; 2.0.0 (the same filler) published with indexes.
+fn os_delta_machine() -> OsRig {
+    let mut rig = delta_machine(padded_os(V1), ext("hello", "1.0.0", V1));
+    rig.ch.add_os_release(V2, &padded_os(V2));
+    rig.ch.add_extension(V2, &ext("hello", "2.0.0", V2));
+    rig.ch.add_extension(V2, &ext("world", "2.0.0", V2));
+    rig.publish();
+    assert!(
+        os_image(&rig, V2).chunk_index.is_some(),
+        "published with an index"
+    );
+    rig
+}
+
+/// The signed target of release `version`'s OS image.
+fn os_image(rig: &OsRig, version: &str) -> Target {
+    let r = rig.ch.manifest.releases.iter();
+    let mut r = r.filter(|r| r.version.to_string() == version);
+    r.next().expect("release").os.image.clone()
+}
+
+/// The signed target of hello `version`'s image built for 1.0.0.
+fn hello_image(rig: &OsRig, version: &str) -> Target {
+    let r = rig
+        .ch
+        .manifest
+        .releases
+        .iter()
+        .find(|r| r.version.to_string() == V1);
+    let b = r.expect("release 1.0.0").extensions.iter();
+    let mut b = b.filter(|b| b.name.as_str() == "hello" && b.version.to_string() == version);
+    b.next().expect("hello build").image.clone()
+}
+
+/// The server moved under a quarter of `image`, all of it by Range, and upd did not fall back:
+/// the delta path was taken. Zeroes the image's counters for the next run.
+fn served_as_delta(rig: &OsRig, image: &Target, text: &str) {
+    assert!(!text.contains(FELL_BACK), "{text}");
+    let url = format!("/{}", image.path);
+    let st = rig.server.stats(&url);
+    assert!(
+        st.body_bytes * 4 < image.size && !st.ranges.is_empty(),
+        "{} of {} bytes served: {:?}",
+        st.body_bytes,
+        image.size,
+        st.ranges
+    );
+    assert!(st.ranges.iter().all(Option::is_some), "{:?}", st.ranges);
+    rig.server.reset_stats(&url);
+}
+
+/// The bytes `upd pull` says it copied from the store's older builds.
+fn reused_from_store(text: &str) -> u64 {
+    let at = text.find("reused ").map(|i| &text[i + "reused ".len()..]);
+    let n = at
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    n.unwrap_or_else(|| panic!("no reused bytes in: {text}"))
+}
+
+#[test]
+fn kill_extension_delta_pull_at_each_syscall() {
+    // hello 1.0.0 → 1.1.0 as a delta download: the index fetched, the chunks of 1.0.0 in the
+    // store copied into `.partial`, the rest fetched by Range, the whole checked and promoted,
+    // then the journaled switch and live refresh. After a kill the next pull resumes from the
+    // verified chunks of `.partial` (or starts over) and the store copy is the signed image.
+    if !require_root() {
+        return;
+    }
+    sweep(&Action {
+        name: "extension delta pull",
+        prepare: ext_delta_machine,
+        args: &["pull"],
+        took_path: Some(|rig, text| {
+            let image = hello_image(rig, "1.1.0");
+            served_as_delta(rig, &image, text);
+            assert!(reused_from_store(text) * 2 > image.size, "{text}");
+        }),
+        recover: |rig| {
+            boot_consistent(rig, &|os| {
+                assert_eq!(os, V1);
+                vec![set_a(), set_a2()]
+            });
+            generations_whole(rig);
+            let text = rig.upd_ok(&["pull"], 0);
+            assert!(!text.contains(FELL_BACK), "{text}");
+            assert_eq!(rig.versions(), set_a2());
+            generations_whole(rig);
+        },
+    });
+}
+
+#[test]
+fn kill_os_delta_pull_at_each_syscall() {
+    // Staging 2.0.0 as a delta download: the chunks of the booted USR-A copied into USR-B, the
+    // rest fetched by Range into it, read back, pending recorded, armed. After a kill and a
+    // power cut the next pull keeps the chunks USR-B already holds and redoes the rest; the
+    // slot then holds the signed image byte for byte and boots.
+    if !require_root() {
+        return;
+    }
+    sweep(&Action {
+        name: "OS delta pull",
+        prepare: os_delta_machine,
+        args: &["pull"],
+        took_path: Some(|rig, text| served_as_delta(rig, &os_image(rig, V2), text)),
+        recover: |rig| {
+            boot_consistent(rig, &set_of);
+            if rig.running_os() == V1 {
+                let text = rig.upd_ok(&["pull"], 0);
+                assert!(!text.contains(FELL_BACK), "{text}");
+                boot_consistent(rig, &set_of);
+            }
+            assert_eq!(rig.running_os(), V2);
+            let image = os_image(rig, V2);
+            let want = std::fs::read(rig.ch.file(&image)).unwrap();
+            assert!(
+                rig.disk.read_slot(USR_B, image.size) == want,
+                "USR-B holds the signed image byte for byte"
+            );
             rig.upd_ok(&["mark-good"], 0);
             assert_eq!(rig.state()["active"]["os_version"], V2);
         },
@@ -163,6 +340,7 @@ fn kill_boot_at_each_syscall() {
         name: "boot",
         prepare: booting_machine,
         args: &["boot"],
+        took_path: None,
         recover: |rig| {
             rig.upd_ok(&["boot"], 0);
             rig.merge();
@@ -184,6 +362,7 @@ fn kill_mark_good_at_each_syscall() {
         name: "mark-good",
         prepare: booted_v2_machine,
         args: &["mark-good"],
+        took_path: None,
         recover: |rig| {
             boot_consistent(rig, &set_of);
             rig.upd_ok(&["mark-good"], 0);
@@ -206,6 +385,7 @@ fn kill_rollback_at_each_syscall() {
         name: "rollback",
         prepare: good_v2_machine,
         args: &["rollback"],
+        took_path: None,
         recover: |rig| {
             boot_consistent(rig, &set_of);
             if rig.running_os() == V2 {
@@ -286,6 +466,7 @@ fn kill_gc_at_each_syscall() {
         name: "gc",
         prepare: retired_machine,
         args: &["gc"],
+        took_path: None,
         recover: |rig| {
             let want = set(&[("hello", "1.3.0"), ("world", "1.0.0")]);
             boot_consistent(rig, &|_| vec![want.clone()]);
@@ -330,6 +511,7 @@ fn kill_live_switch_at_each_syscall() {
         name: "live switch",
         prepare: switched_machine,
         args: &["rollback"],
+        took_path: None,
         recover: |rig| {
             rig.upd_ok(&["gc"], 0);
             merged_is_active(rig);
@@ -355,6 +537,7 @@ fn kill_live_switch_then_cut_the_power() {
         name: "live switch, power cut",
         prepare: switched_machine,
         args: &["rollback"],
+        took_path: None,
         recover: |rig| {
             boot_consistent(rig, &|_| vec![set_a(), set_a2()]);
             merged_is_active(rig);

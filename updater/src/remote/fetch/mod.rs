@@ -6,8 +6,9 @@ mod file;
 mod progress;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
@@ -32,6 +33,10 @@ pub struct FetchConfig {
     pub backoff_base: Duration,
     /// Downloads run at once by [`Fetcher::fetch_all`].
     pub parallel: usize,
+    /// Byte ranges a delta download asks in one request (`Range: bytes=a-b,c-d,…`, answered
+    /// as `multipart/byteranges`); 1: single ranges only. A server seen answering only one
+    /// range is asked single ranges for the rest of the run.
+    pub ranges_per_request: usize,
 }
 
 impl Default for FetchConfig {
@@ -42,6 +47,7 @@ impl Default for FetchConfig {
             retries: 4,
             backoff_base: Duration::from_secs(1),
             parallel: 4,
+            ranges_per_request: 32,
         }
     }
 }
@@ -93,6 +99,9 @@ pub struct FetchItem {
 pub struct Fetcher {
     client: reqwest::Client,
     cfg: FetchConfig,
+    /// Origins (`scheme://host:port`) seen not answering multi-range requests: single ranges
+    /// only for them, for the rest of this run (shared by the clones).
+    single_range: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Fetcher {
@@ -103,7 +112,11 @@ impl Fetcher {
             .user_agent(concat!("upd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(FetchError::Client)?;
-        Ok(Self { client, cfg })
+        Ok(Self {
+            client,
+            cfg,
+            single_range: Arc::default(),
+        })
     }
 
     /// The configuration in force.

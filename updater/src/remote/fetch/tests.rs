@@ -418,3 +418,59 @@ async fn manifest_decompression_bomb_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("not valid gzip"), "{err}");
 }
+
+#[tokio::test]
+async fn delta_through_the_dev_servers_multipart_answers() {
+    // A 4 MiB image of which a local copy holds all but 5 stretches, served by the real dev
+    // server with its chunk index: one multi-range request answered as multipart/byteranges,
+    // the image lands byte for byte, most of it reused.
+    let mut x = 7u64;
+    let old: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let mut new = old.clone();
+    for k in 0..5 {
+        let at = 200_000 + k * 800_000;
+        for b in &mut new[at..at + 2000] {
+            *b = !*b;
+        }
+    }
+    let ix =
+        upd_channels::chunks::ChunkIndex::build(&new[..], upd_channels::chunks::DEFAULT_PARAMS)
+            .unwrap()
+            .to_bytes();
+    let w = world(&[("a.raw", &new), ("a.raw.chunks", &ix)]).await;
+    std::fs::create_dir_all(&w.out).unwrap();
+    let seed = w.out.join("a-1.raw");
+    std::fs::write(&seed, &old).unwrap();
+    let item = FetchItem {
+        urls: vec![format!("{}/a.raw", w.base)],
+        dest: w.out.join("a.raw"),
+        size: new.len() as u64,
+        sha256: sha(&new),
+        progress: Arc::new(NoProgress),
+        delta: Some(DeltaSource {
+            index_urls: vec![format!("{}/a.raw.chunks", w.base)],
+            index_size: ix.len() as u64,
+            index_sha256: sha(&ix),
+            seeds: vec![Seed::file(seed)],
+        }),
+    };
+    let f = fetcher();
+    let out = f
+        .fetch_all(std::slice::from_ref(&item), 1)
+        .await
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert!(std::fs::read(&item.dest).unwrap() == new);
+    assert!(out.reused > new.len() as u64 * 3 / 4, "{out:?}");
+    assert!(out.bytes_downloaded < new.len() as u64 / 4, "{out:?}");
+    // The dev server answered several ranges: this server is still asked several at once.
+    assert_eq!(f.ranges_for(&item.urls[0]), 32);
+}

@@ -7,8 +7,9 @@
 //! 2. Keep the chunks of `.partial` (or of the slot) an earlier run left that match (resume at
 //!    chunk granularity), chunk the seeds (byte ranges of local images: the store's other builds,
 //!    the booted slot) with the index's parameters, note each reusable chunk.
-//! 3. In image order: copy a reusable chunk (re-hashing it), or fetch a run of neighbouring
-//!    missing chunks with one Range request (each chunk checked against its hash as it
+//! 3. In image order: copy a reusable chunk (re-hashing it), or fetch runs of neighbouring
+//!    missing chunks, several runs in one multi-range request where the server answers them
+//!    (`ranges.rs`), one a request otherwise (each chunk checked against its hash as it
 //!    completes); only verified whole chunks reach `.partial` or the slot.
 //! 4. The whole image's SHA-256 is the verdict, then the rename, exactly as for a full download
 //!    (a slot is not renamed: the caller reads it back).
@@ -16,27 +17,33 @@
 //! Any problem of the index or of a chunk falls back to the full download (which resumes from
 //! the verified chunks) with one warning; a stall or a cut is retried like a full download's.
 
+mod byteranges;
 mod plan;
+mod ranges;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use reqwest::header::RANGE;
-use reqwest::StatusCode;
+use bytes::Bytes;
 use ring::digest::Context;
 use upd_channels::chunks::{sha256, ChunkIndex};
 use upd_durable::{rename_durable, PathError};
 
-use super::file::{partial_path, range_start};
+use super::file::partial_path;
 use super::writer::{sync_file, ChunkWriter, Place};
 use super::{FetchError, FetchItem, FetchOutcome, Fetcher, Progress};
-use plan::{Found, Step};
+use plan::Found;
 
 /// Bytes of local chunks read in one blocking batch (bounds memory whatever the run).
 const COPY_BATCH: u64 = 4 << 20;
+/// Bounds of a multi-range request (the number of ranges comes from the configuration).
+const LIMITS: plan::Limits = plan::Limits {
+    ranges: 1,
+    header: 4096,
+    reuse: 256 << 20,
+};
 
 /// What a delta download needs beyond the image's own target.
 #[derive(Debug, Clone)]
@@ -156,6 +163,8 @@ struct Assembly {
     fetched: u64,
     /// Bytes copied from local images.
     reused: u64,
+    /// Range requests sent.
+    requests: u32,
 }
 
 impl Fetcher {
@@ -253,6 +262,7 @@ impl Fetcher {
             ctx: plan.ctx,
             fetched: 0,
             reused: 0,
+            requests: 0,
         };
         img.progress.start(&name_of(img), img.size);
         img.progress.advance(held);
@@ -275,6 +285,13 @@ impl Fetcher {
         if a.out.slot.is_none() {
             rename_durable(&a.out.path, img.dest)?;
         }
+        tracing::info!(
+            url = img.url,
+            requests = a.requests,
+            fetched = *fetched,
+            reused = a.reused,
+            "delta download complete"
+        );
         Ok(FetchOutcome {
             bytes_downloaded: *fetched,
             resumed_from: held,
@@ -345,6 +362,8 @@ impl Fetcher {
         }
     }
 
+    /// From chunk `a.done` to the end: batches of reusable chunks copied, runs of missing ones
+    /// fetched, several runs a request where the server answers multi-range requests.
     async fn run_steps(
         &self,
         img: &Image<'_>,
@@ -354,30 +373,52 @@ impl Fetcher {
         a: &mut Assembly,
         writer: &ChunkWriter,
     ) -> Result<(), Fail> {
-        let steps = plan::steps(found, a.done);
-        let mut i = 0;
-        while i < steps.len() {
-            match steps[i] {
-                Step::Fetch { first, end } => {
-                    self.fetch_run(img, index, first, end, a, writer).await?;
-                    i += 1;
-                }
-                Step::Copy { .. } => {
-                    // A batch of consecutive copies, read on a blocking thread.
-                    let mut batch = Vec::new();
-                    let mut bytes = 0u64;
-                    while let Some(Step::Copy { chunk, from }) = steps.get(i) {
-                        if bytes >= COPY_BATCH {
-                            break;
-                        }
-                        batch.push((*chunk, *from));
-                        bytes += u64::from(index.chunks[*chunk].length);
-                        i += 1;
-                    }
-                    self.copy_batch(img, index, &batch, seeds, a, writer)
-                        .await?;
-                }
+        while a.done < index.chunks.len() {
+            if found[a.done].is_some() {
+                self.copy_until(img, index, found, seeds, a, writer, index.chunks.len())
+                    .await?;
+            } else {
+                let limits = plan::Limits {
+                    ranges: self.ranges_for(img.url),
+                    ..LIMITS
+                };
+                let runs = plan::runs(found, index, a.done, limits);
+                self.fetch_runs(img, index, found, seeds, &runs, a, writer)
+                    .await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Copy the reusable chunks from `a.done` up to the first missing one or `stop`, in batches.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_until(
+        &self,
+        img: &Image<'_>,
+        index: &ChunkIndex,
+        found: &[Option<Found>],
+        seeds: &[Seed],
+        a: &mut Assembly,
+        writer: &ChunkWriter,
+        stop: usize,
+    ) -> Result<(), Fail> {
+        while a.done < stop {
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            let mut i = a.done;
+            while let Some(Some(from)) = found.get(i).filter(|_| i < stop) {
+                if bytes >= COPY_BATCH {
+                    break;
+                }
+                batch.push((i, *from));
+                bytes += u64::from(index.chunks[i].length);
+                i += 1;
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            self.copy_batch(img, index, &batch, seeds, a, writer)
+                .await?;
         }
         Ok(())
     }
@@ -422,99 +463,6 @@ impl Fetcher {
         for b in read {
             a.reused += b.len() as u64;
             place(img, a, writer, b).await?;
-        }
-        Ok(())
-    }
-
-    /// Fetch chunks `first..end` with one Range request, checking each chunk as it completes.
-    async fn fetch_run(
-        &self,
-        img: &Image<'_>,
-        index: &ChunkIndex,
-        first: usize,
-        end: usize,
-        a: &mut Assembly,
-        writer: &ChunkWriter,
-    ) -> Result<(), Fail> {
-        let (start, stop) = (index.chunks[first].offset, index.chunks[end - 1].end());
-        let req = self
-            .client
-            .get(img.url)
-            .header(RANGE, format!("bytes={start}-{}", stop - 1));
-        let mut resp = self.send(req, img.url, start).await?;
-        match resp.status() {
-            StatusCode::PARTIAL_CONTENT if range_start(&resp) == Some(start) => {}
-            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
-                return Err(Fail::Fallback(format!(
-                    "{}: the server did not answer the range {start}-{} (HTTP {})",
-                    img.url,
-                    stop - 1,
-                    resp.status().as_u16()
-                )))
-            }
-            s => {
-                return Err(FetchError::Status {
-                    url: img.url.to_string(),
-                    status: s.as_u16(),
-                }
-                .into())
-            }
-        }
-        let too_much = || {
-            Fail::Fallback(format!(
-                "{}: more than the {} bytes of range {start}-{} served",
-                img.url,
-                stop - start,
-                stop - 1
-            ))
-        };
-        if resp.content_length().is_some_and(|n| n > stop - start) {
-            return Err(too_much());
-        }
-        let mut buf = BytesMut::new();
-        let mut i = first;
-        loop {
-            let got = match tokio::time::timeout(self.cfg.stall_timeout, resp.chunk()).await {
-                Err(_) => {
-                    return Err(Fail::Fetch(FetchError::Stalled {
-                        url: img.url.to_string(),
-                        timeout: self.cfg.stall_timeout,
-                        received: index.chunks[i.min(end - 1)].offset + buf.len() as u64,
-                    }))
-                }
-                Ok(Err(source)) => {
-                    return Err(Fail::Fetch(FetchError::Http {
-                        url: img.url.to_string(),
-                        source,
-                    }))
-                }
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(c))) => c,
-            };
-            a.fetched += got.len() as u64;
-            buf.extend_from_slice(&got);
-            while i < end && buf.len() >= index.chunks[i].length as usize {
-                let c = index.chunks[i];
-                let bytes = buf.split_to(c.length as usize).freeze();
-                if sha256(&bytes) != c.sha256 {
-                    return Err(Fail::Fallback(format!(
-                        "{}: the bytes served for chunk {i} ({} bytes at {}) do not match its SHA-256",
-                        img.url, c.length, c.offset
-                    )));
-                }
-                place(img, a, writer, bytes).await?;
-                i += 1;
-            }
-            if i == end && !buf.is_empty() {
-                return Err(too_much());
-            }
-        }
-        if i < end {
-            return Err(Fail::Fetch(FetchError::Truncated {
-                url: img.url.to_string(),
-                expected: stop,
-                actual: index.chunks[i].offset + buf.len() as u64,
-            }));
         }
         Ok(())
     }

@@ -44,33 +44,74 @@ impl Plan {
     }
 }
 
-/// One stretch of the work, in image order.
+/// A run of neighbouring chunks to fetch: chunks `first..end`, one byte range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Copy chunk `chunk` from a local image.
-    Copy { chunk: usize, from: Found },
-    /// Fetch chunks `first..end` with one Range request.
-    Fetch { first: usize, end: usize },
+pub(crate) struct Run {
+    pub first: usize,
+    pub end: usize,
 }
 
-/// The steps that complete the target from chunk `from` on: neighbouring chunks to fetch are
-/// coalesced into one range.
-pub(crate) fn steps(found: &[Option<Found>], from: usize) -> Vec<Step> {
-    let mut out = Vec::new();
+/// Bounds of one multi-range request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Most ranges in the request.
+    pub ranges: usize,
+    /// Longest `Range` header value (servers refuse long header lines: 8 KiB for nginx and Apache).
+    pub header: usize,
+    /// Most bytes of reusable chunks between the first and the last range: they are copied while
+    /// the response waits, so a long copy would leave the connection idle.
+    pub reuse: u64,
+}
+
+/// The runs of missing chunks of the next request, from chunk `from` (which is missing): at most
+/// `limits.ranges` of them, their `Range` header at most `limits.header` long (the first always
+/// fits), the reusable bytes between them at most `limits.reuse`.
+pub(crate) fn runs(
+    found: &[Option<Found>],
+    index: &ChunkIndex,
+    from: usize,
+    limits: Limits,
+) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    let mut header = "bytes=".len();
+    let mut reuse = 0u64;
     let mut i = from;
-    while i < found.len() {
-        if let Some(f) = found[i] {
-            out.push(Step::Copy { chunk: i, from: f });
+    while i < found.len() && out.len() < limits.ranges.max(1) {
+        let first = i;
+        while i < found.len() && found[i].is_none() {
             i += 1;
-        } else {
-            let first = i;
-            while i < found.len() && found[i].is_none() {
-                i += 1;
-            }
-            out.push(Step::Fetch { first, end: i });
+        }
+        let run = Run { first, end: i };
+        let (a, b) = span(index, run);
+        let len = format!("{a}-{}", b - 1).len() + usize::from(!out.is_empty());
+        if !out.is_empty() && header + len > limits.header {
+            break;
+        }
+        header += len;
+        out.push(run);
+        // The reusable chunks up to the next missing one.
+        let gap_start = i;
+        while i < found.len() && found[i].is_some() {
+            i += 1;
+        }
+        if i == found.len() {
+            break;
+        }
+        reuse +=
+            index.chunks[i].offset - index.chunks.get(gap_start).map_or(index.size, |c| c.offset);
+        if reuse > limits.reuse {
+            break;
         }
     }
     out
+}
+
+/// Image bytes `start..stop` of a run.
+pub(crate) fn span(index: &ChunkIndex, run: Run) -> (u64, u64) {
+    (
+        index.chunks[run.first].offset,
+        index.chunks[run.end - 1].end(),
+    )
 }
 
 /// Build the plan: keep the longest prefix of `out` whose chunks match the index (cutting a
@@ -185,37 +226,72 @@ fn slot_prefix(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use upd_channels::chunks::{self, ChunkIndex};
 
     fn at(seed: usize) -> Option<Found> {
         Some(Found { seed, offset: 0 })
     }
 
+    /// An index of `n` chunks of 1000 bytes each.
+    fn index(n: usize) -> ChunkIndex {
+        let data: Vec<u8> = (0..n * 1000).map(|i| (i % 251) as u8).collect();
+        let mut ix = ChunkIndex::build(&data[..], chunks::DEFAULT_PARAMS).unwrap();
+        ix.chunks = (0..n)
+            .map(|i| upd_channels::chunks::Chunk {
+                offset: i as u64 * 1000,
+                length: 1000,
+                sha256: sha256(&data[i * 1000..(i + 1) * 1000]),
+            })
+            .collect();
+        ix
+    }
+
+    const WIDE: Limits = Limits {
+        ranges: 64,
+        header: 8192,
+        reuse: u64::MAX,
+    };
+
     #[test]
-    fn neighbours_to_fetch_become_one_range() {
-        // Fetch, fetch, copy, fetch, copy, copy, fetch fetch fetch: three ranges, three copies.
+    fn neighbours_to_fetch_become_one_range_each() {
+        // Fetch, fetch, copy, fetch, copy, copy, fetch fetch fetch: three ranges in one request.
         let f = [None, None, at(0), None, at(1), at(0), None, None, None];
-        let s = steps(&f, 0);
+        let ix = index(f.len());
+        let r = |first, end| Run { first, end };
+        assert_eq!(runs(&f, &ix, 0, WIDE), vec![r(0, 2), r(3, 4), r(6, 9)]);
+        assert_eq!(runs(&f, &ix, 7, WIDE), vec![r(7, 9)]);
+        assert_eq!(span(&ix, r(3, 4)), (3000, 4000));
+        // Single ranges: one run a request.
+        let one = Limits { ranges: 1, ..WIDE };
+        assert_eq!(runs(&f, &ix, 0, one), vec![r(0, 2)]);
+        assert_eq!(runs(&f, &ix, 3, one), vec![r(3, 4)]);
+    }
+
+    #[test]
+    fn requests_are_bounded() {
+        // Every other chunk missing: 50 runs.
+        let f: Vec<_> = (0..100)
+            .map(|i| if i % 2 == 0 { None } else { at(0) })
+            .collect();
+        let ix = index(f.len());
+        assert_eq!(runs(&f, &ix, 0, Limits { ranges: 8, ..WIDE }).len(), 8);
+        // "bytes=0-999" is 11, each further ",2000-2999" 10: 41 bytes hold four ranges.
+        assert_eq!(runs(&f, &ix, 0, Limits { header: 41, ..WIDE }).len(), 4);
+        // A header too short for even one still asks the first.
+        assert_eq!(runs(&f, &ix, 0, Limits { header: 3, ..WIDE }).len(), 1);
+        // 2500 bytes of reuse allowed between ranges: two gaps of 1000 pass, the third stops.
         assert_eq!(
-            s,
-            vec![
-                Step::Fetch { first: 0, end: 2 },
-                Step::Copy {
-                    chunk: 2,
-                    from: Found { seed: 0, offset: 0 }
-                },
-                Step::Fetch { first: 3, end: 4 },
-                Step::Copy {
-                    chunk: 4,
-                    from: Found { seed: 1, offset: 0 }
-                },
-                Step::Copy {
-                    chunk: 5,
-                    from: Found { seed: 0, offset: 0 }
-                },
-                Step::Fetch { first: 6, end: 9 },
-            ]
+            runs(
+                &f,
+                &ix,
+                0,
+                Limits {
+                    reuse: 2500,
+                    ..WIDE
+                }
+            )
+            .len(),
+            3
         );
-        assert_eq!(steps(&f, 7), vec![Step::Fetch { first: 7, end: 9 }]);
-        assert!(steps(&f, 9).is_empty());
     }
 }

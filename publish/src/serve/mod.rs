@@ -1,4 +1,5 @@
-//! A static HTTP/1.1 server for channel directories, with Range, ETag / If-None-Match,
+//! A static HTTP/1.1 server for channel directories, with Range (several ranges answered as
+//! `multipart/byteranges`, `ranges.rs`), ETag / If-None-Match,
 //! pre-compressed siblings (`X.gz` served for `X` with `Content-Encoding: gzip` to clients that
 //! accept it) and file bodies sent with sendfile(2) (development, demos and benchmarks).
 
@@ -13,6 +14,10 @@ use std::sync::Arc;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
+
+mod ranges;
+
+use ranges::RangeAsk;
 
 /// Read size of the copy loop used where sendfile(2) is refused.
 const CHUNK: usize = 256 * 1024;
@@ -144,6 +149,12 @@ enum Body {
         file: std::fs::File,
         start: u64,
         len: u64,
+    },
+    /// A `multipart/byteranges` body: each part's head, then its bytes of `file`; then `tail`.
+    Multi {
+        file: std::fs::File,
+        parts: Vec<ranges::Part>,
+        tail: Vec<u8>,
     },
 }
 
@@ -313,8 +324,14 @@ async fn write_reply(sock: &mut TcpStream, reply: Reply, head_only: bool) -> io:
     out.extend_from_slice(b"\r\n");
     sock.write_all(&out).await?;
     match reply.body {
-        Body::File { file, start, len } if !head_only && len > 0 => {
-            send_file(sock, file, start, len).await
+        _ if head_only => Ok(()),
+        Body::File { file, start, len } if len > 0 => send_file(sock, &file, start, len).await,
+        Body::Multi { file, parts, tail } => {
+            for p in parts {
+                sock.write_all(&p.head).await?;
+                send_file(sock, &file, p.start, p.len).await?;
+            }
+            sock.write_all(&tail).await
         }
         _ => Ok(()),
     }
@@ -324,7 +341,7 @@ async fn write_reply(sock: &mut TcpStream, reply: Reply, head_only: bool) -> io:
 /// without a copy through this process. Where sendfile is refused, a plain copy loop.
 async fn send_file(
     sock: &mut TcpStream,
-    file: std::fs::File,
+    file: &std::fs::File,
     start: u64,
     len: u64,
 ) -> io::Result<()> {
@@ -376,12 +393,12 @@ async fn send_file(
 /// The fallback of [`send_file`]: read and write.
 async fn copy_file(
     sock: &mut TcpStream,
-    file: std::fs::File,
+    file: &std::fs::File,
     start: u64,
     len: u64,
 ) -> io::Result<()> {
     use tokio::io::AsyncSeekExt;
-    let mut file = tokio::fs::File::from_std(file);
+    let mut file = tokio::fs::File::from_std(file.try_clone()?);
     file.seek(io::SeekFrom::Start(start)).await?;
     let mut rest = file.take(len);
     let mut buf = vec![0u8; CHUNK];
@@ -467,55 +484,6 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
         })
 }
 
-/// What a Range header asks of a file of `size` bytes.
-#[derive(Debug, PartialEq, Eq)]
-enum RangeAsk {
-    /// No usable Range: send the whole file.
-    Full,
-    /// One satisfiable range, inclusive bounds.
-    Part(u64, u64),
-    /// A syntactically valid range that misses the file.
-    Unsatisfiable,
-}
-
-/// Parse a single `bytes=` range (RFC 9110 14.1.2); multiple ranges and bad syntax fall back to the whole file.
-fn parse_range(value: &str, size: u64) -> RangeAsk {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return RangeAsk::Full;
-    };
-    if spec.contains(',') {
-        return RangeAsk::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeAsk::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        // Suffix range: the last n bytes.
-        return match b.parse::<u64>() {
-            Ok(0) => RangeAsk::Unsatisfiable,
-            Ok(_) if size == 0 => RangeAsk::Unsatisfiable,
-            Ok(n) => RangeAsk::Part(size.saturating_sub(n), size - 1),
-            Err(_) => RangeAsk::Full,
-        };
-    }
-    let Ok(start) = a.parse::<u64>() else {
-        return RangeAsk::Full;
-    };
-    let end = if b.is_empty() {
-        u64::MAX
-    } else {
-        match b.parse::<u64>() {
-            Ok(e) if e >= start => e,
-            _ => return RangeAsk::Full,
-        }
-    };
-    if start >= size {
-        return RangeAsk::Unsatisfiable;
-    }
-    RangeAsk::Part(start, end.min(size - 1))
-}
-
 /// Whether the client takes `gzip` (RFC 9110 12.5.3: a coding with `q=0` is refused).
 fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
@@ -587,12 +555,31 @@ fn respond(path: &Path, headers: &HeaderMap) -> io::Result<Reply> {
         None => true,
     };
     let ask = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(v) if range_ok => parse_range(v, size),
+        Some(v) if range_ok => ranges::parse(v, size),
         _ => RangeAsk::Full,
     };
     let (status, start, len) = match ask {
         RangeAsk::Full => (StatusCode::OK, 0, size),
-        RangeAsk::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        RangeAsk::Parts(p) if p.len() == 1 => {
+            (StatusCode::PARTIAL_CONTENT, p[0].0, p[0].1 - p[0].0 + 1)
+        }
+        RangeAsk::Parts(p) => {
+            let (parts, tail, ct) = ranges::multipart(&p, size, content_type(path));
+            let len = parts
+                .iter()
+                .map(|p| p.head.len() as u64 + p.len)
+                .sum::<u64>()
+                + tail.len() as u64;
+            h.insert(header::CONTENT_LENGTH, hv(&len.to_string()));
+            h.insert(header::ETAG, etag_hv);
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            h.insert(header::CONTENT_TYPE, hv(&ct));
+            return Ok(Reply {
+                status: StatusCode::PARTIAL_CONTENT,
+                headers: h,
+                body: Body::Multi { file, parts, tail },
+            });
+        }
         RangeAsk::Unsatisfiable => {
             let mut r = empty(StatusCode::RANGE_NOT_SATISFIABLE);
             r.headers
@@ -763,6 +750,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn multi_range_answers_multipart() {
+        // Three ranges apart (the last open-ended): one 206 of three parts in the order asked,
+        // each with its Content-Range, a Content-Length that counts every byte; a HEAD says the
+        // same without a body; overlapping ranges come back coalesced into one single part.
+        let (_d, addr, data) = start().await;
+        let (st, h, body) = req(
+            addr,
+            "GET",
+            "/images/a.raw",
+            "Range: bytes=500-509, 0-9,990-\r\n",
+        )
+        .await;
+        assert_eq!(st, 206);
+        let ct = get(&h, "content-type").unwrap();
+        let b = ct.strip_prefix("multipart/byteranges; boundary=").unwrap();
+        assert_eq!(get(&h, "content-range"), None);
+        assert_eq!(
+            get(&h, "content-length"),
+            Some(body.len().to_string().as_str())
+        );
+        let mut expect = Vec::new();
+        for (i, (a, z)) in [(500, 509), (0, 9), (990, 999)].into_iter().enumerate() {
+            let lead = if i == 0 { "" } else { "\r\n" };
+            expect.extend_from_slice(
+                format!("{lead}--{b}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {a}-{z}/1000\r\n\r\n").as_bytes(),
+            );
+            expect.extend_from_slice(&data[a..=z]);
+        }
+        expect.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+        assert!(body == expect, "{}", String::from_utf8_lossy(&body));
+
+        let (st, h2, body) = req(addr, "HEAD", "/images/a.raw", "Range: bytes=0-9,20-29\r\n").await;
+        assert_eq!((st, body.len()), (206, 0));
+        assert!(get(&h2, "content-type")
+            .unwrap()
+            .starts_with("multipart/byteranges"));
+
+        let (st, h, body) = req(
+            addr,
+            "GET",
+            "/images/a.raw",
+            "Range: bytes=0-9,5-19,20-29\r\n",
+        )
+        .await;
+        assert_eq!(st, 206);
+        assert_eq!(get(&h, "content-range"), Some("bytes 0-29/1000"));
+        assert_eq!(body, &data[..30]);
+    }
+
+    #[tokio::test]
     async fn traversal_and_missing_are_404() {
         // Paths that climb out, a symlink leading out, a directory, a missing file and a POST.
         let (_d, addr, _) = start().await;
@@ -784,16 +821,5 @@ mod tests {
         }
         let (st, _, _) = req(addr, "POST", "/images/a.raw", "Content-Length: 0\r\n").await;
         assert_eq!(st, 405);
-    }
-
-    #[test]
-    fn range_parser() {
-        assert_eq!(parse_range("bytes=0-0", 10), RangeAsk::Part(0, 0));
-        assert_eq!(parse_range("bytes=-20", 10), RangeAsk::Part(0, 9));
-        assert_eq!(parse_range("bytes=-0", 10), RangeAsk::Unsatisfiable);
-        assert_eq!(parse_range("bytes=5-2", 10), RangeAsk::Full);
-        assert_eq!(parse_range("bytes=0-1,3-4", 10), RangeAsk::Full);
-        assert_eq!(parse_range("items=0-1", 10), RangeAsk::Full);
-        assert_eq!(parse_range("bytes=0-", 0), RangeAsk::Unsatisfiable);
     }
 }
