@@ -128,6 +128,13 @@ impl Stats {
             .collect()
     }
 
+    /// Whether the first request asked several ranges and every later one a single range (what
+    /// a fetcher does once a server has answered a multi-range request with less).
+    pub fn multi_then_single(&self) -> bool {
+        let several = |r: &Option<String>| r.as_deref().is_some_and(|r| r.contains(','));
+        self.ranges.first().is_some_and(several) && !self.ranges[1..].iter().any(several)
+    }
+
     /// Whether every request asked closed ranges only (what a delta download asks).
     pub fn closed_ranges_only(&self) -> bool {
         self.ranges.iter().all(|r| {

@@ -3,21 +3,25 @@
 
 mod cmdline;
 mod config;
+mod delta;
 mod gpt;
 mod http;
 mod keys;
 mod osrelease;
 mod rebootlock;
+mod report;
 mod state;
 mod version;
 
 pub use cmdline::cmdline;
 pub use config::{config, window};
+pub use delta::{byteranges, chunkindex};
 pub use gpt::gpt;
 pub use http::contentrange;
 pub use keys::{envelope, manifest, root};
 pub use osrelease::osrelease;
 pub use rebootlock::{etcd, fleetlock};
+pub use report::report;
 pub use state::state;
 pub use version::version;
 

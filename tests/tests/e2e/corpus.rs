@@ -29,7 +29,7 @@ type Check = fn(&[u8]);
 fn every_seed_corpus_passes_its_fuzz_check() {
     // Each target's seeds, real fixtures (Debian's os-release, the example configuration, an
     // etcd answer, a manifest of the schema), through the target's own property check.
-    let targets: [(&str, Check); 13] = [
+    let targets: [(&str, Check); 16] = [
         ("version", checks::version),
         ("osrelease", checks::osrelease),
         ("config", checks::config),
@@ -43,6 +43,9 @@ fn every_seed_corpus_passes_its_fuzz_check() {
         ("cmdline", checks::cmdline),
         ("state", checks::state),
         ("contentrange", checks::contentrange),
+        ("byteranges", checks::byteranges),
+        ("chunkindex", checks::chunkindex),
+        ("report", checks::report),
     ];
     for (target, check) in targets {
         each_seed(target, check);

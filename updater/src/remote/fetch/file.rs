@@ -256,16 +256,33 @@ impl Fetcher {
         part: &mut Partial,
         downloaded: &mut u64,
     ) -> Result<(), FetchError> {
+        self.retrying(t.url, "download", retryable, async || {
+            self.attempt(t, name, part, downloaded).await
+        })
+        .await
+    }
+
+    /// Run `op` again after a failure that `retryable` names the retryable cause of, until it
+    /// succeeds, fails otherwise, or the configured retries are spent, sleeping the backoff in
+    /// between (`op` resumes from whatever the attempts before it kept).
+    pub(crate) async fn retrying<T, E>(
+        &self,
+        url: &str,
+        what: &str,
+        retryable: impl Fn(&E) -> Option<&FetchError>,
+        mut op: impl AsyncFnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut attempt = 0u32;
         loop {
-            match self.attempt(t, name, part, downloaded).await {
-                Err(e) if e.is_retryable() && attempt < self.cfg.retries => {
+            match op().await {
+                Err(e) if attempt < self.cfg.retries && retryable(&e).is_some() => {
                     let delay = self.backoff(attempt);
-                    tracing::warn!(url = t.url, error = %e, attempt, ?delay, "download failed, retrying");
+                    let error = retryable(&e).expect("checked");
+                    tracing::warn!(url, %error, attempt, ?delay, "{what} failed, retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                other => return other,
+                r => return r,
             }
         }
     }
@@ -401,6 +418,11 @@ impl Fetcher {
             t.progress.advance(n);
         }
     }
+}
+
+/// `e` itself when a retry may succeed (a connection error, 5xx, a stall, a short body).
+pub(crate) fn retryable(e: &FetchError) -> Option<&FetchError> {
+    e.is_retryable().then_some(e)
 }
 
 /// The first byte position of a 206's `Content-Range: bytes a-b/n`.

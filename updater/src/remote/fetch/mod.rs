@@ -15,7 +15,7 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 
-pub use delta::{DeltaSource, Seed, SlotRange};
+pub use delta::{byteranges, DeltaSource, Seed, SlotRange};
 pub use error::FetchError;
 pub use file::{partial_path, ContentRange};
 pub use progress::{LogProgress, NoProgress, Progress};
@@ -135,18 +135,10 @@ impl Fetcher {
         etag: Option<&str>,
         max_len: u64,
     ) -> Result<ManifestFetch, FetchError> {
-        let mut attempt = 0u32;
-        loop {
-            match self.manifest_once(url, etag, max_len).await {
-                Err(e) if e.is_retryable() && attempt < self.cfg.retries => {
-                    let delay = self.backoff(attempt);
-                    tracing::warn!(url, error = %e, attempt, ?delay, "manifest fetch failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
+        self.retrying(url, "manifest fetch", file::retryable, async || {
+            self.manifest_once(url, etag, max_len).await
+        })
+        .await
     }
 
     async fn manifest_once(

@@ -13,13 +13,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::super::ContentRange;
 
 /// Longest text the parser holds between two parts' bytes (preamble, delimiter, part headers).
-pub(crate) const MAX_TEXT: usize = 8 * 1024;
+pub const MAX_TEXT: usize = 8 * 1024;
 /// Most header fields in one part.
 const MAX_FIELDS: usize = 16;
 
 /// What the parser found next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Event {
+pub enum Event {
     /// A part starts; its bytes follow as [`Event::Data`].
     Part(ContentRange),
     /// Bytes of the current part, in order.
@@ -30,7 +30,7 @@ pub(crate) enum Event {
 
 /// Why a body is not a well-formed `multipart/byteranges`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ParseError {
+pub enum ParseError {
     /// No `--boundary` line within the first [`MAX_TEXT`] bytes (or in the whole body).
     #[error("no boundary line \"--{boundary}\" in the first {MAX_TEXT} bytes of the body")]
     NoBoundary {
@@ -76,7 +76,7 @@ enum State {
 }
 
 /// The parser: feed it the body's bytes as they arrive, take its events until it needs more.
-pub(crate) struct Parser {
+pub struct Parser {
     /// `--` and the boundary.
     dash: Vec<u8>,
     state: State,
@@ -119,7 +119,7 @@ impl Parser {
     }
 
     /// The next event, or `None` when more bytes are needed.
-    pub fn next(&mut self) -> Result<Option<Event>, ParseError> {
+    pub fn next_event(&mut self) -> Result<Option<Event>, ParseError> {
         loop {
             match self.state {
                 State::Done => return Ok(None),
@@ -143,21 +143,20 @@ impl Parser {
                         let line = [b"\r\n", &self.dash[..]].concat();
                         memchr::memmem::find(&self.buf, &line).map(|i| i + 2)
                     };
-                    match at {
-                        Some(i) => {
-                            self.buf.advance(i + self.dash.len());
+                    let too_long = || ParseError::NoBoundary {
+                        boundary: self.boundary(),
+                    };
+                    match self.bounded(at.map(|i| i + self.dash.len()), too_long)? {
+                        Some(n) => {
+                            self.buf.advance(n);
                             self.state = State::AfterBoundary;
                         }
-                        None => {
-                            return self.more(ParseError::NoBoundary {
-                                boundary: self.boundary(),
-                            })
-                        }
+                        None => return Ok(None),
                     }
                 }
                 State::AfterBoundary => {
                     if self.buf.len() < 2 {
-                        return self.more(ParseError::BadBoundaryLine(self.text()));
+                        return Ok(None);
                     }
                     if self.buf.starts_with(b"--") {
                         self.state = State::Done;
@@ -169,26 +168,29 @@ impl Parser {
                         .iter()
                         .position(|b| *b != b' ' && *b != b'\t')
                         .unwrap_or(self.buf.len());
-                    if self.buf.len() < pad + 2 {
-                        return self.more(ParseError::BadBoundaryLine(self.text()));
-                    }
-                    if &self.buf[pad..pad + 2] != b"\r\n" {
+                    let line = (self.buf.len() >= pad + 2).then_some(pad + 2);
+                    let too_long = || ParseError::BadBoundaryLine(self.text());
+                    let Some(n) = self.bounded(line, too_long)? else {
+                        return Ok(None);
+                    };
+                    if &self.buf[pad..n] != b"\r\n" {
                         return Err(ParseError::BadBoundaryLine(self.text()));
                     }
-                    self.buf.advance(pad + 2);
+                    self.buf.advance(n);
                     self.state = State::Headers;
                 }
                 State::Headers => {
-                    let Some(end) = memchr::memmem::find(&self.buf, b"\r\n\r\n") else {
-                        // No field at all: the blank line right after the boundary line.
-                        if self.buf.starts_with(b"\r\n") {
-                            return Err(ParseError::BadHeaders("no Content-Range".into()));
-                        }
-                        return self.more(ParseError::BadHeaders(format!(
-                            "longer than {MAX_TEXT} bytes"
-                        )));
+                    // No field at all: the blank line right after the boundary line.
+                    if self.buf.starts_with(b"\r\n") {
+                        return Err(ParseError::BadHeaders("no Content-Range".into()));
+                    }
+                    let end = memchr::memmem::find(&self.buf, b"\r\n\r\n").map(|i| i + 4);
+                    let too_long =
+                        || ParseError::BadHeaders(format!("longer than {MAX_TEXT} bytes"));
+                    let Some(n) = self.bounded(end, too_long)? else {
+                        return Ok(None);
                     };
-                    let head = self.buf.split_to(end + 4);
+                    let head = self.buf.split_to(n);
                     let range = content_range(&head)?;
                     self.part = Some(range);
                     self.state = State::Body {
@@ -223,12 +225,21 @@ impl Parser {
         }
     }
 
-    /// More bytes are needed, unless the text held is already too long to be what is awaited.
-    fn more(&self, too_long: ParseError) -> Result<Option<Event>, ParseError> {
-        if self.buf.len() > MAX_TEXT {
-            Err(too_long)
-        } else {
-            Ok(None)
+    /// The length of the text awaited (a preamble up to its boundary, a boundary line, a header
+    /// block), `None` while more bytes are needed; `too_long` once it is or must be longer than
+    /// [`MAX_TEXT`]. The verdict depends only on the body, never on how it arrived in pieces:
+    /// text found whole but too long is refused as text not yet complete at that length would be.
+    fn bounded(
+        &self,
+        len: Option<usize>,
+        too_long: impl FnOnce() -> ParseError,
+    ) -> Result<Option<usize>, ParseError> {
+        match len {
+            Some(n) if n <= MAX_TEXT => Ok(Some(n)),
+            Some(_) => Err(too_long()),
+            // Not complete within the bytes held: it will end after them.
+            None if self.buf.len() >= MAX_TEXT => Err(too_long()),
+            None => Ok(None),
         }
     }
 
@@ -266,7 +277,7 @@ fn content_range(head: &[u8]) -> Result<ContentRange, ParseError> {
 }
 
 /// The boundary of a `multipart/byteranges` Content-Type; `Ok(None)` for any other type.
-pub(crate) fn boundary_of(content_type: &str) -> Result<Option<String>, String> {
+pub fn boundary_of(content_type: &str) -> Result<Option<String>, String> {
     let Ok(m) = content_type.parse::<mime::Mime>() else {
         return if content_type
             .trim_start()
@@ -308,7 +319,7 @@ mod tests {
         let mut ended = false;
         for piece in body.chunks(step.max(1)) {
             p.feed(piece);
-            while let Some(ev) = p.next()? {
+            while let Some(ev) = p.next_event()? {
                 match ev {
                     Event::Part(r) => parts.push((r, Vec::new())),
                     Event::Data(d) => parts.last_mut().unwrap().1.extend_from_slice(&d),
@@ -423,7 +434,7 @@ mod tests {
         let mut err = None;
         for _ in 0..(MAX_TEXT / 1024 + 2) {
             p.feed(&filler);
-            if let Err(e) = p.next() {
+            if let Err(e) = p.next_event() {
                 err = Some(e);
                 break;
             }
@@ -432,11 +443,55 @@ mod tests {
         let mut p = Parser::new("b");
         for _ in 0..(MAX_TEXT / 1024 + 2) {
             p.feed(&filler);
-            if p.next().is_err() {
+            if p.next_event().is_err() {
                 return;
             }
         }
         panic!("an endless preamble was accepted");
+    }
+
+    #[test]
+    fn the_limit_does_not_depend_on_the_slicing() {
+        // A preamble, transport padding and a header block each just under, at and just over
+        // the limit: fed whole or a byte at a time, the same verdict (whole bodies were once
+        // accepted past the limit that pieces were refused at).
+        let part = "\r\n\r\nAB\r\n--b--";
+        for n in [
+            MAX_TEXT - 40,
+            MAX_TEXT - 30,
+            MAX_TEXT - 3,
+            MAX_TEXT,
+            MAX_TEXT + 9,
+        ] {
+            // Each body, and the length of its text element that the limit bounds.
+            let bodies = [
+                (
+                    format!(
+                        "{}\r\n--b\r\nContent-Range: bytes 0-1/9{part}",
+                        "p".repeat(n)
+                    ),
+                    n + 5,
+                ),
+                (
+                    format!("--b{}\r\nContent-Range: bytes 0-1/9{part}", " ".repeat(n)),
+                    n + 2,
+                ),
+                (
+                    format!(
+                        "--b\r\nX-Pad: {}\r\nContent-Range: bytes 0-1/9{part}",
+                        "h".repeat(n)
+                    ),
+                    n + 39,
+                ),
+            ];
+            for (body, text) in bodies {
+                let whole = parse(body.as_bytes(), "b", body.len());
+                for step in [1, 7, 4096] {
+                    assert_eq!(parse(body.as_bytes(), "b", step), whole, "{n} {step}");
+                }
+                assert_eq!(whole.is_ok(), text <= MAX_TEXT, "{n} {text}: {whole:?}");
+            }
+        }
     }
 
     #[test]

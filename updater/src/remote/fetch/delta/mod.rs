@@ -17,7 +17,7 @@
 //! Any problem of the index or of a chunk falls back to the full download (which resumes from
 //! the verified chunks) with one warning; a stall or a cut is retried like a full download's.
 
-mod byteranges;
+pub mod byteranges;
 mod plan;
 mod ranges;
 
@@ -125,6 +125,16 @@ enum Fail {
     Fallback(String),
 }
 
+impl Fail {
+    /// The transport error a retry may get past, if this is one.
+    fn retryable(&self) -> Option<&FetchError> {
+        match self {
+            Fail::Fetch(e) => super::file::retryable(e),
+            Fail::Fallback(_) => None,
+        }
+    }
+}
+
 impl From<FetchError> for Fail {
     fn from(e: FetchError) -> Self {
         if e.is_local() || e.is_retryable() {
@@ -151,6 +161,16 @@ pub(crate) struct Image<'a> {
     pub progress: &'a dyn Progress,
     /// `Some`: `dest` is a disk and the image goes into this slot of it.
     pub slot: Option<SlotRange>,
+}
+
+/// What every step of one assembly reads: the image, its index, where each chunk is found
+/// locally, and the seeds those places are in.
+#[derive(Clone, Copy)]
+pub(crate) struct Job<'a> {
+    pub img: &'a Image<'a>,
+    pub index: &'a ChunkIndex,
+    pub found: &'a [Option<Found>],
+    pub seeds: &'a [Seed],
 }
 
 /// Progress of the assembly: chunks placed so far, in order.
@@ -266,9 +286,13 @@ impl Fetcher {
         };
         img.progress.start(&name_of(img), img.size);
         img.progress.advance(held);
-        let r = self
-            .assemble(img, &index, &plan.found, &d.seeds, &mut a)
-            .await;
+        let job = Job {
+            img,
+            index: &index,
+            found: &plan.found,
+            seeds: &d.seeds,
+        };
+        let r = self.assemble(job, &mut a).await;
         *fetched += a.fetched;
         img.progress.finish();
         r?;
@@ -336,68 +360,48 @@ impl Fetcher {
 
     /// Place every chunk from `a.done` on, retrying what is retryable (each retry goes on from
     /// the last verified chunk).
-    async fn assemble(
-        &self,
-        img: &Image<'_>,
-        index: &ChunkIndex,
-        found: &[Option<Found>],
-        seeds: &[Seed],
-        a: &mut Assembly,
-    ) -> Result<(), Fail> {
-        let mut attempt = 0u32;
-        loop {
-            let at = index.chunks.get(a.done).map_or(index.size, |c| c.offset);
+    async fn assemble(&self, j: Job<'_>, a: &mut Assembly) -> Result<(), Fail> {
+        self.retrying(j.img.url, "chunk fetch", Fail::retryable, async || {
+            let at = j
+                .index
+                .chunks
+                .get(a.done)
+                .map_or(j.index.size, |c| c.offset);
             let writer = ChunkWriter::open_at(&a.out.path, a.out.place(at)).await?;
-            let r = self.run_steps(img, index, found, seeds, a, &writer).await;
+            let r = self.run_steps(j, a, &writer).await;
             writer.close().await?;
-            match r {
-                Err(Fail::Fetch(e)) if e.is_retryable() && attempt < self.cfg.retries => {
-                    let delay = self.backoff(attempt);
-                    tracing::warn!(url = img.url, error = %e, attempt, ?delay, "chunk fetch failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+            r
+        })
+        .await
     }
 
     /// From chunk `a.done` to the end: batches of reusable chunks copied, runs of missing ones
     /// fetched, several runs a request where the server answers multi-range requests.
     async fn run_steps(
         &self,
-        img: &Image<'_>,
-        index: &ChunkIndex,
-        found: &[Option<Found>],
-        seeds: &[Seed],
+        j: Job<'_>,
         a: &mut Assembly,
         writer: &ChunkWriter,
     ) -> Result<(), Fail> {
-        while a.done < index.chunks.len() {
-            if found[a.done].is_some() {
-                self.copy_until(img, index, found, seeds, a, writer, index.chunks.len())
-                    .await?;
+        while a.done < j.index.chunks.len() {
+            if j.found[a.done].is_some() {
+                self.copy_until(j, a, writer, j.index.chunks.len()).await?;
             } else {
                 let limits = plan::Limits {
-                    ranges: self.ranges_for(img.url),
+                    ranges: self.ranges_for(j.img.url),
                     ..LIMITS
                 };
-                let runs = plan::runs(found, index, a.done, limits);
-                self.fetch_runs(img, index, found, seeds, &runs, a, writer)
-                    .await?;
+                let runs = plan::runs(j.found, j.index, a.done, limits);
+                self.fetch_runs(j, &runs, a, writer).await?;
             }
         }
         Ok(())
     }
 
     /// Copy the reusable chunks from `a.done` up to the first missing one or `stop`, in batches.
-    #[allow(clippy::too_many_arguments)]
     async fn copy_until(
         &self,
-        img: &Image<'_>,
-        index: &ChunkIndex,
-        found: &[Option<Found>],
-        seeds: &[Seed],
+        j: Job<'_>,
         a: &mut Assembly,
         writer: &ChunkWriter,
         stop: usize,
@@ -406,19 +410,18 @@ impl Fetcher {
             let mut batch = Vec::new();
             let mut bytes = 0u64;
             let mut i = a.done;
-            while let Some(Some(from)) = found.get(i).filter(|_| i < stop) {
+            while let Some(Some(from)) = j.found.get(i).filter(|_| i < stop) {
                 if bytes >= COPY_BATCH {
                     break;
                 }
                 batch.push((i, *from));
-                bytes += u64::from(index.chunks[i].length);
+                bytes += u64::from(j.index.chunks[i].length);
                 i += 1;
             }
             if batch.is_empty() {
                 return Ok(());
             }
-            self.copy_batch(img, index, &batch, seeds, a, writer)
-                .await?;
+            self.copy_batch(j, &batch, a, writer).await?;
         }
         Ok(())
     }
@@ -426,18 +429,20 @@ impl Fetcher {
     /// Read chunks from local images, each re-hashed, and place them.
     async fn copy_batch(
         &self,
-        img: &Image<'_>,
-        index: &ChunkIndex,
+        j: Job<'_>,
         batch: &[(usize, Found)],
-        seeds: &[Seed],
         a: &mut Assembly,
         writer: &ChunkWriter,
     ) -> Result<(), Fail> {
         let jobs: Vec<_> = batch
             .iter()
             .map(|(i, f)| {
-                let seed = &seeds[f.seed];
-                (index.chunks[*i], seed.path.clone(), seed.offset + f.offset)
+                let seed = &j.seeds[f.seed];
+                (
+                    j.index.chunks[*i],
+                    seed.path.clone(),
+                    seed.offset + f.offset,
+                )
             })
             .collect();
         let read = tokio::task::spawn_blocking(move || {
@@ -462,7 +467,7 @@ impl Fetcher {
         .map_err(Fail::Fallback)?;
         for b in read {
             a.reused += b.len() as u64;
-            place(img, a, writer, b).await?;
+            place(j.img, a, writer, b).await?;
         }
         Ok(())
     }

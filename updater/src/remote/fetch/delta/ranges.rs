@@ -17,12 +17,12 @@
 use bytes::BytesMut;
 use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
-use upd_channels::chunks::{sha256, ChunkIndex};
+use upd_channels::chunks::sha256;
 
 use super::super::writer::ChunkWriter;
 use super::byteranges::{self, Event, Parser};
-use super::plan::{self, Found, Run};
-use super::{place, Assembly, Fail, Image, Seed};
+use super::plan::{self, Run};
+use super::{place, Assembly, Fail, Job};
 use crate::remote::fetch::{ContentRange, FetchError, Fetcher};
 
 /// How the parts of a 206 answer arrive.
@@ -81,17 +81,14 @@ impl Fetcher {
     /// Fetch `runs` (from chunk `a.done`, which starts the first) with one request, copying the
     /// reusable chunks between them in order; the answer may cover fewer runs (then the caller
     /// asks for the rest).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn fetch_runs(
         &self,
-        img: &Image<'_>,
-        index: &ChunkIndex,
-        found: &[Option<Found>],
-        seeds: &[Seed],
+        j: Job<'_>,
         runs: &[Run],
         a: &mut Assembly,
         writer: &ChunkWriter,
     ) -> Result<(), Fail> {
+        let (img, index) = (j.img, j.index);
         let spans: Vec<(u64, u64)> = runs.iter().map(|r| plan::span(index, *r)).collect();
         let ask = spans
             .iter()
@@ -147,9 +144,8 @@ impl Fetcher {
             };
             let last = check_part(&ans, img.size, &spans, want, r).map_err(Fail::Fallback)?;
             // The chunks reused before this part, then the part's own, each verified as it completes.
-            self.copy_until(img, index, found, seeds, a, writer, runs[want].first)
-                .await?;
-            receive(self, img, index, &mut ans, runs[last].end, a, writer).await?;
+            self.copy_until(j, a, writer, runs[want].first).await?;
+            receive(self, j, &mut ans, runs[last].end, a, writer).await?;
             want = last + 1;
         }
         if want == 0 {
@@ -206,13 +202,13 @@ fn check_part(
 /// before it is placed.
 async fn receive(
     f: &Fetcher,
-    img: &Image<'_>,
-    index: &ChunkIndex,
+    j: Job<'_>,
     ans: &mut Answer<'_>,
     stop: usize,
     a: &mut Assembly,
     writer: &ChunkWriter,
 ) -> Result<(), Fail> {
+    let (img, index) = (j.img, j.index);
     let mut buf = BytesMut::new();
     while a.done < stop {
         let c = index.chunks[a.done];
@@ -246,7 +242,7 @@ impl Answer<'_> {
         loop {
             match &mut self.parts {
                 Parts::Multi(p) => {
-                    if let Some(ev) = p.next().map_err(|e| self.bad(&e.to_string()))? {
+                    if let Some(ev) = p.next_event().map_err(|e| self.bad(&e.to_string()))? {
                         return Ok(ev);
                     }
                 }
