@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use upd::remote::fetch::{
     partial_path, DeltaSource, FetchConfig, FetchError, FetchItem, FetchOutcome, Fetcher,
-    NoProgress, Progress, Seed,
+    NoProgress, Progress, Seed, SeedIndex,
 };
 use upd_channels::chunks::{self, ChunkIndex, HEADER_LEN, RECORD_LEN};
 use upd_tests::faultserver::{BadMultipart, Fault, FaultServer};
@@ -967,4 +967,108 @@ async fn os_slot_refuses_every_bad_multipart_answer() {
             st.ranges
         );
     }
+}
+
+/// [`os_world`] with slot A's own index (v1's, or the bytes `served`) at `/a.raw.chunks`, and
+/// the item naming it as the seed's index with the hash of v1's index.
+async fn os_world_with_seed_index(served: Option<Vec<u8>>) -> (World, PathBuf, Vec<u8>, FetchItem) {
+    let (v1, _) = versions();
+    let (w, disk, before) = os_world(Fault::Normal).await;
+    let own = good_index(&v1);
+    w.srv.put_bytes(
+        "/a.raw.chunks",
+        served.unwrap_or_else(|| own.clone()),
+        Fault::Normal,
+    );
+    let mut it = w.os_item(&disk, &good_index(&w.v2));
+    it.delta.as_mut().unwrap().seeds = vec![Seed::range(disk.clone(), A, v1.len() as u64)
+        .with_index(SeedIndex {
+            urls: vec![w.srv.url("/a.raw.chunks")],
+            size: own.len() as u64,
+            sha256: chunks::sha256(&own),
+        })];
+    (w, disk, before, it)
+}
+
+#[tokio::test]
+async fn os_image_planned_from_the_booted_images_index() {
+    // The booted image's own signed index is known: the plan reads where its chunks are from it
+    // (one request for the index, nothing of slot A read to plan), copies them, fetches the
+    // rest by closed ranges; slot B exactly v2.
+    let (w, disk, before, it) = os_world_with_seed_index(None).await;
+    let out = w
+        .run_os(&fetcher(0, Duration::from_secs(5)), &it)
+        .await
+        .unwrap();
+    w.staged(&disk, &before);
+    assert_eq!(w.srv.stats("/a.raw.chunks").requests, 1);
+    let st = w.srv.stats("/b.raw");
+    assert!(st.closed_ranges_only(), "{:?}", st.ranges);
+    assert!(out.reused > w.v2.len() as u64 * 4 / 5, "{out:?}");
+}
+
+#[tokio::test]
+async fn os_slot_differing_from_its_index_is_chunked_after_all() {
+    // 64 KiB of slot A differ from the booted image's index: the copy's re-hash finds the first
+    // such chunk, slot A is chunked after all and the plan made again from there; the corrupted
+    // chunks are fetched by range, no fallback to the whole image, slot B exactly v2.
+    let (w, disk, mut before, it) = os_world_with_seed_index(None).await;
+    before[A as usize + MIB..A as usize + MIB + (64 << 10)].fill(0x5a);
+    std::fs::write(&disk, &before).unwrap();
+    let out = w
+        .run_os(&fetcher(0, Duration::from_secs(5)), &it)
+        .await
+        .unwrap();
+    w.staged(&disk, &before);
+    let st = w.srv.stats("/b.raw");
+    assert!(st.closed_ranges_only(), "{:?}", st.ranges);
+    let spans = st.spans();
+    for at in (MIB as u64..(MIB + (64 << 10)) as u64).step_by(4096) {
+        assert!(
+            spans.iter().any(|&(a, b)| a <= at && at <= b),
+            "byte {at} of the corrupted region was fetched: {spans:?}"
+        );
+    }
+    assert!(out.reused > w.v2.len() as u64 * 3 / 4, "{out:?}");
+}
+
+#[tokio::test]
+async fn os_seed_index_not_matching_the_manifest_is_not_used() {
+    // The server's copy of the booted image's index is not the signed one: it is not used, slot
+    // A is chunked instead, and the download stays a delta download.
+    let (v1, _) = versions();
+    let mut bad = good_index(&v1);
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    let (w, disk, before, it) = os_world_with_seed_index(Some(bad)).await;
+    let out = w
+        .run_os(&fetcher(0, Duration::from_secs(5)), &it)
+        .await
+        .unwrap();
+    w.staged(&disk, &before);
+    assert!(w.srv.stats("/b.raw").closed_ranges_only());
+    assert!(out.reused > w.v2.len() as u64 * 4 / 5, "{out:?}");
+}
+
+#[tokio::test]
+async fn os_slot_rewritten_after_planning_from_its_index() {
+    // Slot A is overwritten after a plan made from its index, before any copy: its chunks all
+    // fail their re-hash, it is chunked after all (nothing found), and every chunk comes by
+    // closed ranges instead; slot B exactly v2.
+    let (w, disk, _, mut it) = os_world_with_seed_index(None).await;
+    it.progress = Arc::new(Clobber {
+        path: disk.clone(),
+        offset: A,
+        len: 8 * MIB,
+        done: AtomicBool::default(),
+    });
+    let out = w
+        .run_os(&fetcher(0, Duration::from_secs(5)), &it)
+        .await
+        .unwrap();
+    let before = std::fs::read(&disk).unwrap();
+    w.staged(&disk, &before);
+    let st = w.srv.stats("/b.raw");
+    assert!(st.closed_ranges_only(), "{:?}", st.ranges);
+    assert_eq!(out.reused, 0, "{out:?}");
 }

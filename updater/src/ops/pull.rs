@@ -109,11 +109,12 @@ pub async fn pull(
         } else {
             GateMode::Staging
         };
-        // The booted image's size bounds the seed of a delta download, if the channel lists it.
-        let booted_size = session::running_release(&manifest, &host)
+        // The booted image bounds the seed of a delta download (and its index plans it), if the
+        // channel still lists it.
+        let booted_image = session::running_release(&manifest, &host)
             .ok()
-            .map(|r| r.os.image.size);
-        return match stage::stage(s, release, opts, mode, booted_size, progress, now).await {
+            .map(|r| &r.os.image);
+        return match stage::stage(s, release, opts, mode, booted_image, progress, now).await {
             Err(Error::Gated { release, blockers }) if version.is_none() => {
                 // A blocked OS release holds nothing else back: the running OS's own builds
                 // still apply (as `check` counts them); the OS update stays blocked and says so.

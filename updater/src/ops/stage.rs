@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use upd_channels::manifest::{OsIdentity, Release};
+use upd_channels::manifest::{OsIdentity, Release, Target};
 use upd_channels::osrelease::{native_architecture, HostIdentity};
 
 use upd_channels::builds::Plan;
@@ -21,7 +21,7 @@ use crate::ops::session::{self, wanted, Session};
 use crate::ops::store::{self, check_images, store_file_name, Downloaded};
 use crate::ops::Error;
 use crate::remote::channel;
-use crate::remote::fetch::{DeltaSource, FetchItem, Progress, Seed, SlotRange};
+use crate::remote::fetch::{DeltaSource, FetchItem, Progress, Seed, SeedIndex, SlotRange};
 use crate::state::{ExtImage, Generation};
 
 /// What the operator asked for besides the release.
@@ -82,8 +82,9 @@ pub fn gate(
 }
 
 /// Stage `release` (another OS version than the running one) into the inactive slot.
-/// `booted_size` is the size of the booted OS image, when the manifest still lists it: a delta
-/// download chunks that much of the booted slot (all of it when unknown).
+/// `booted_image` is the booted OS image as the manifest still lists it, if it does: a delta
+/// download reads that much of the booted slot (all of it when unknown) and plans from the
+/// image's own chunk index where it has one, instead of chunking the slot.
 ///
 /// Order: drop a superseded pending generation → gate → forget a previous generation on the
 /// target slot (saved) → disarm the slot → stream the OS image and the extension builds → read
@@ -93,7 +94,7 @@ pub async fn stage(
     release: &Release,
     opts: &StageOptions,
     mode: GateMode,
-    booted_size: Option<u64>,
+    booted_image: Option<&Target>,
     progress: &dyn Fn() -> Arc<dyn Progress>,
     now: DateTime<Utc>,
 ) -> Result<StageReport, Error> {
@@ -137,11 +138,21 @@ pub async fn stage(
     let slot = slots.slot(&target)?;
     let running = slots.slot(&booted)?;
     // The booted slot's bytes are the seed of a delta download: its image, or the whole slot.
-    let seed = Seed::range(
+    let mut seed = Seed::range(
         slots.disk.clone(),
         running.offset,
-        booted_size.map_or(running.size, |n| n.min(running.size)),
+        booted_image.map_or(running.size, |t| t.size.min(running.size)),
     );
+    if let Some(ix) = booted_image.and_then(|t| t.chunk_index.as_ref()) {
+        seed = seed.with_index(SeedIndex {
+            urls: channel::servers(&m)?
+                .iter()
+                .map(|s| ix.path.url_under(s))
+                .collect(),
+            size: ix.size,
+            sha256: ix.sha256.0,
+        });
+    }
     report.downloaded = write_slot(&m, &slots, &slot, seed, release, &plan, progress).await?;
     let gen = Generation {
         id: s.state.next_generation_id(),

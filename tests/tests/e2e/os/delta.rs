@@ -86,6 +86,9 @@ fn minor_os_update_moves_few_bytes() {
     let (mut rig, url, image) = rig_with_v2();
     let text = stages_and_boots(&mut rig, &image);
     assert!(!text.contains(WARNING), "{text}");
+    // The channel still lists 1.0.0 with its index: the plan came from it, USR-A unread.
+    assert!(text.contains("from_index=1"), "{text}");
+    assert!(!text.contains("differs from its index"), "{text}");
     let st = rig.server.stats(&url);
     assert!(
         st.body_bytes * 4 < image.size,
@@ -116,6 +119,9 @@ fn corrupted_booted_region_is_fetched_again() {
     disk.sync_all().unwrap();
     let text = stages_and_boots(&mut rig, &image);
     assert!(!text.contains(WARNING), "{text}");
+    // Planned from 1.0.0's signed index, the copy found the region differing and chunked USR-A.
+    assert!(text.contains("from_index=1"), "{text}");
+    assert!(text.contains("differs from its index"), "{text}");
     let st = rig.server.stats(&url);
     // Each served range, as image byte positions.
     let served = st.spans();

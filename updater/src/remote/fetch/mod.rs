@@ -15,7 +15,7 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 
-pub use delta::{byteranges, DeltaSource, Seed, SlotRange};
+pub use delta::{byteranges, DeltaSource, Seed, SeedIndex, SlotRange};
 pub use error::FetchError;
 pub use file::{partial_path, ContentRange};
 pub use progress::{LogProgress, NoProgress, Progress};

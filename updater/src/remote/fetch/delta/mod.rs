@@ -5,8 +5,10 @@
 //! 1. Fetch the index (never more than the manifest's size), check its SHA-256 against the
 //!    manifest, parse it and check it covers exactly the declared image size.
 //! 2. Keep the chunks of `.partial` (or of the slot) an earlier run left that match (resume at
-//!    chunk granularity), chunk the seeds (byte ranges of local images: the store's other builds,
-//!    the booted slot) with the index's parameters, note each reusable chunk.
+//!    chunk granularity), then note each reusable chunk of the seeds (byte ranges of local
+//!    images: the store's other builds, the booted slot): from a seed's own signed index where
+//!    it has one (the booted release's, while the channel lists it: nothing of the seed is read
+//!    to plan), by chunking the seed with the index's parameters otherwise.
 //! 3. In image order: copy a reusable chunk (re-hashing it), or fetch runs of neighbouring
 //!    missing chunks, several runs in one multi-range request where the server answers them
 //!    (`ranges.rs`), one a request otherwise (each chunk checked against its hash as it
@@ -16,6 +18,9 @@
 //!
 //! Any problem of the index or of a chunk falls back to the full download (which resumes from
 //! the verified chunks) with one warning; a stall or a cut is retried like a full download's.
+//! One exception: a seed planned from its own index whose bytes prove other than the index says
+//! (a corrupted region of the booted slot) is chunked after all and the plan made again from the
+//! chunk reached, without a warning; a second mismatch in it falls back as above.
 
 pub mod byteranges;
 mod plan;
@@ -68,6 +73,21 @@ pub struct Seed {
     pub offset: u64,
     /// Its length; `None`: to the end of the file.
     pub len: Option<u64>,
+    /// The signed chunk index of the image these bytes should be (the booted release's, while
+    /// the channel lists it): the plan reads where its chunks are from the index instead of
+    /// chunking the bytes, and the copy's re-hash catches bytes that differ from it.
+    pub index: Option<SeedIndex>,
+}
+
+/// A seed's own chunk index, as the manifest declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedIndex {
+    /// The index on each mirror, tried in order.
+    pub urls: Vec<String>,
+    /// Its size, as the manifest declares it.
+    pub size: u64,
+    /// Its SHA-256, as the manifest declares it.
+    pub sha256: [u8; 32],
 }
 
 impl Seed {
@@ -77,6 +97,7 @@ impl Seed {
             path,
             offset: 0,
             len: None,
+            index: None,
         }
     }
 
@@ -86,6 +107,16 @@ impl Seed {
             path,
             offset,
             len: Some(len),
+            index: None,
+        }
+    }
+
+    /// The same range, planned from `index` (the signed index of the image it holds).
+    #[must_use]
+    pub fn with_index(self, index: SeedIndex) -> Self {
+        Self {
+            index: Some(index),
+            ..self
         }
     }
 }
@@ -123,6 +154,9 @@ enum Fail {
     Fetch(FetchError),
     /// A problem of the index or of a chunk: the full download takes over.
     Fallback(String),
+    /// A chunk of seed `.0`, planned from the seed's own index, does not hold what that index
+    /// says: the seed is chunked after all, and the plan made again from there.
+    Stale(usize),
 }
 
 impl Fail {
@@ -130,7 +164,7 @@ impl Fail {
     fn retryable(&self) -> Option<&FetchError> {
         match self {
             Fail::Fetch(e) => super::file::retryable(e),
-            Fail::Fallback(_) => None,
+            Fail::Fallback(_) | Fail::Stale(_) => None,
         }
     }
 }
@@ -169,13 +203,16 @@ pub(crate) struct Image<'a> {
 pub(crate) struct Job<'a> {
     pub img: &'a Image<'a>,
     pub index: &'a ChunkIndex,
-    pub found: &'a [Option<Found>],
     pub seeds: &'a [Seed],
 }
 
 /// Progress of the assembly: chunks placed so far, in order.
 struct Assembly {
     out: Out,
+    /// For each chunk, where a local image holds it (`None`: fetch it).
+    found: Vec<Option<Found>>,
+    /// For each seed, whether its chunks were taken from its own index, unread.
+    trusted: Vec<bool>,
     /// Chunks `0..done` are in `.partial`.
     done: usize,
     ctx: Context,
@@ -200,6 +237,7 @@ impl Fetcher {
             Ok(o) => return Ok(o),
             Err(Fail::Fetch(e)) => return Err(e),
             Err(Fail::Fallback(why)) => why,
+            Err(Fail::Stale(n)) => format!("seed {n} changed under the download"),
         };
         tracing::warn!(
             url = img.url,
@@ -258,10 +296,11 @@ impl Fetcher {
                 slot: Some(s.offset),
             },
         };
+        let seed_indexes = self.seed_indexes(&index, &d.seeds, fetched).await;
         let (index, plan, out) = {
             let seeds = d.seeds.clone();
             tokio::task::spawn_blocking(move || {
-                let plan = plan::plan(&index, &out, &seeds);
+                let plan = plan::plan(&index, &out, &seeds, &seed_indexes);
                 (index, plan, out)
             })
             .await
@@ -273,11 +312,15 @@ impl Fetcher {
             chunks = index.chunks.len(),
             held = plan.held,
             reusable = plan.reusable(&index),
+            seeds = d.seeds.len(),
+            from_index = plan.trusted.iter().filter(|t| **t).count(),
             "delta download planned"
         );
         let held = index.chunks.get(plan.held).map_or(index.size, |c| c.offset);
         let mut a = Assembly {
             out,
+            found: plan.found,
+            trusted: plan.trusted,
             done: plan.held,
             ctx: plan.ctx,
             fetched: 0,
@@ -289,7 +332,6 @@ impl Fetcher {
         let job = Job {
             img,
             index: &index,
-            found: &plan.found,
             seeds: &d.seeds,
         };
         let r = self.assemble(job, &mut a).await;
@@ -358,6 +400,58 @@ impl Fetcher {
             .map_err(|e| Fail::Fallback(format!("chunk index {}: {e}", img.index_url)))
     }
 
+    /// Each seed's own index, where it has one that can be fetched, matches the manifest, covers
+    /// the seed's length and was cut with the target's parameters; `None` where the seed is to
+    /// be chunked instead (and why, in the debug log).
+    async fn seed_indexes(
+        &self,
+        target: &ChunkIndex,
+        seeds: &[Seed],
+        fetched: &mut u64,
+    ) -> Vec<Option<ChunkIndex>> {
+        let mut out = Vec::with_capacity(seeds.len());
+        for seed in seeds {
+            let (Some(si), Some(len)) = (&seed.index, seed.len) else {
+                out.push(None);
+                continue;
+            };
+            let mut got = None;
+            for url in &si.urls {
+                match self.fetch_manifest(url, None, si.size).await {
+                    Ok(super::ManifestFetch::Fetched { bytes, .. }) => {
+                        *fetched += bytes.len() as u64;
+                        let parsed = if sha256(&bytes) == si.sha256 {
+                            ChunkIndex::from_bytes(&bytes, len).map_err(|e| e.to_string())
+                        } else {
+                            Err("not the manifest's SHA-256".into())
+                        };
+                        got = match parsed {
+                            Ok(ix) if ix.params == target.params => Some(ix),
+                            Ok(_) => {
+                                tracing::debug!(
+                                    url,
+                                    "seed index cut with other chunk sizes; chunking the seed"
+                                );
+                                None
+                            }
+                            Err(e) => {
+                                tracing::debug!(url, error = %e, "seed index refused; chunking the seed");
+                                None
+                            }
+                        };
+                        break;
+                    }
+                    Ok(super::ManifestFetch::NotModified) => {}
+                    Err(e) => {
+                        tracing::debug!(url, error = %e, "seed index not fetched");
+                    }
+                }
+            }
+            out.push(got);
+        }
+        out
+    }
+
     /// Place every chunk from `a.done` on, retrying what is retryable (each retry goes on from
     /// the last verified chunk).
     async fn assemble(&self, j: Job<'_>, a: &mut Assembly) -> Result<(), Fail> {
@@ -384,18 +478,38 @@ impl Fetcher {
         writer: &ChunkWriter,
     ) -> Result<(), Fail> {
         while a.done < j.index.chunks.len() {
-            if j.found[a.done].is_some() {
-                self.copy_until(j, a, writer, j.index.chunks.len()).await?;
+            let step = if a.found[a.done].is_some() {
+                self.copy_until(j, a, writer, j.index.chunks.len()).await
             } else {
                 let limits = plan::Limits {
                     ranges: self.ranges_for(j.img.url),
                     ..LIMITS
                 };
-                let runs = plan::runs(j.found, j.index, a.done, limits);
-                self.fetch_runs(j, &runs, a, writer).await?;
+                let runs = plan::runs(&a.found, j.index, a.done, limits);
+                self.fetch_runs(j, &runs, a, writer).await
+            };
+            match step {
+                Err(Fail::Stale(n)) => self.rescan(j, a, n).await,
+                r => r?,
             }
         }
         Ok(())
+    }
+
+    /// Seed `n`, planned from its own index, holds other bytes than that index says (a
+    /// corrupted or rewritten region): chunk it after all and look for the chunks still to
+    /// place (from `a.done` on) in what it really holds; a later mismatch there falls back.
+    async fn rescan(&self, j: Job<'_>, a: &mut Assembly, n: usize) {
+        tracing::info!(seed = %j.seeds[n].path.display(), "a chunk of the seed differs from its index; chunking the seed");
+        a.trusted[n] = false;
+        let (index, seed) = (j.index.clone(), j.seeds[n].clone());
+        let (from, mut found) = (a.done, std::mem::take(&mut a.found));
+        a.found = tokio::task::spawn_blocking(move || {
+            plan::rescan(&index, from, &seed, n, &mut found);
+            found
+        })
+        .await
+        .expect("planning task panicked");
     }
 
     /// Copy the reusable chunks from `a.done` up to the first missing one or `stop`, in batches.
@@ -410,7 +524,7 @@ impl Fetcher {
             let mut batch = Vec::new();
             let mut bytes = 0u64;
             let mut i = a.done;
-            while let Some(Some(from)) = j.found.get(i).filter(|_| i < stop) {
+            while let Some(Some(from)) = a.found.get(i).filter(|_| i < stop) {
                 if bytes >= COPY_BATCH {
                     break;
                 }
@@ -438,33 +552,40 @@ impl Fetcher {
             .iter()
             .map(|(i, f)| {
                 let seed = &j.seeds[f.seed];
+                let at = seed.offset + f.offset;
                 (
                     j.index.chunks[*i],
                     seed.path.clone(),
-                    seed.offset + f.offset,
+                    at,
+                    f.seed,
+                    a.trusted[f.seed],
                 )
             })
             .collect();
+        // A chunk of a trusted seed that differs from its index is `Stale` (the seed is chunked
+        // then); of a chunked seed it means the seed changed since: the full download takes over.
         let read = tokio::task::spawn_blocking(move || {
             jobs.into_iter()
-                .map(|(c, seed, offset)| {
+                .map(|(c, seed, offset, n, trusted)| {
                     let mut buf = vec![0u8; c.length as usize];
                     File::open(&seed)
                         .and_then(|f| f.read_exact_at(&mut buf, offset))
-                        .map_err(|e| format!("reading {}: {e}", seed.display()))?;
-                    if sha256(&buf) != c.sha256 {
-                        return Err(format!(
+                        .map_err(|e| Fail::Fallback(format!("reading {}: {e}", seed.display())))?;
+                    if sha256(&buf) == c.sha256 {
+                        Ok(Bytes::from(buf))
+                    } else if trusted {
+                        Err(Fail::Stale(n))
+                    } else {
+                        Err(Fail::Fallback(format!(
                             "the chunk at byte {offset} of {} changed since it was chunked",
                             seed.display()
-                        ));
+                        )))
                     }
-                    Ok(Bytes::from(buf))
                 })
-                .collect::<Result<Vec<_>, String>>()
+                .collect::<Result<Vec<_>, Fail>>()
         })
         .await
-        .expect("copy task panicked")
-        .map_err(Fail::Fallback)?;
+        .expect("copy task panicked")?;
         for b in read {
             a.reused += b.len() as u64;
             place(j.img, a, writer, b).await?;

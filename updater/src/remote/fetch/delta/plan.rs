@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use ring::digest::{Context, SHA256};
-use upd_channels::chunks::{chunk_stream, sha256, ChunkIndex};
+use upd_channels::chunks::{chunk_stream, sha256, Chunk, ChunkIndex};
 use upd_durable::PathError;
 
 use super::{Out, Seed};
@@ -30,6 +30,8 @@ pub(crate) struct Plan {
     pub ctx: Context,
     /// For each chunk, where a local image holds it (`None`: fetch it).
     pub found: Vec<Option<Found>>,
+    /// For each seed, whether its chunks were taken from its own index (its bytes unread).
+    pub trusted: Vec<bool>,
 }
 
 impl Plan {
@@ -115,9 +117,16 @@ pub(crate) fn span(index: &ChunkIndex, run: Run) -> (u64, u64) {
 }
 
 /// Build the plan: keep the longest prefix of `out` whose chunks match the index (cutting a
-/// partial file there), then chunk each seed with the index's parameters and note where each
-/// missing chunk is. A seed that cannot be read is skipped: it was only a shortcut.
-pub(crate) fn plan(index: &ChunkIndex, out: &Out, seeds: &[Seed]) -> Result<Plan, PathError> {
+/// partial file there), then note where each missing chunk is in the seeds: read from a seed's
+/// own index where `seed_indexes` has one (nothing of the seed is read; the copy re-hashes each
+/// chunk), found by chunking the seed with the index's parameters otherwise. A seed that cannot
+/// be read is skipped: it was only a shortcut.
+pub(crate) fn plan(
+    index: &ChunkIndex,
+    out: &Out,
+    seeds: &[Seed],
+    seed_indexes: &[Option<ChunkIndex>],
+) -> Result<Plan, PathError> {
     let (held, ctx) = match out.slot {
         None => verified_prefix(index, &out.path)?,
         Some(offset) => slot_prefix(index, &out.path, offset)?,
@@ -127,15 +136,66 @@ pub(crate) fn plan(index: &ChunkIndex, out: &Out, seeds: &[Seed]) -> Result<Plan
         want.entry(c.sha256).or_default().push(i);
     }
     let mut found = vec![None; index.chunks.len()];
+    let mut trusted = vec![false; seeds.len()];
     for (n, seed) in seeds.iter().enumerate() {
         if want.is_empty() {
             break;
         }
-        if let Err(e) = scan(index, seed, n, &mut want, &mut found) {
+        if let Some(Some(own)) = seed_indexes.get(n) {
+            trusted[n] = true;
+            for c in &own.chunks {
+                note(&mut want, &mut found, n, c);
+            }
+        } else if let Err(e) = scan(index, seed, n, &mut want, &mut found) {
             tracing::debug!(seed = %seed.path.display(), offset = seed.offset, error = %e, "local image not usable for chunks");
         }
     }
-    Ok(Plan { held, ctx, found })
+    Ok(Plan {
+        held,
+        ctx,
+        found,
+        trusted,
+    })
+}
+
+/// Chunk `c` of seed `n` is here: every wanted chunk with its hash is found there.
+fn note(
+    want: &mut HashMap<[u8; 32], Vec<usize>>,
+    found: &mut [Option<Found>],
+    n: usize,
+    c: &Chunk,
+) {
+    if let Some(chunks) = want.remove(&c.sha256) {
+        for i in chunks {
+            found[i] = Some(Found {
+                seed: n,
+                offset: c.offset,
+            });
+        }
+    }
+}
+
+/// Seed `n` does not hold what its index says: forget what was taken from it for chunks
+/// `from..`, then chunk it and note what it really holds of those still missing.
+pub(crate) fn rescan(
+    index: &ChunkIndex,
+    from: usize,
+    seed: &Seed,
+    n: usize,
+    found: &mut [Option<Found>],
+) {
+    let mut want: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+    for (i, f) in found.iter_mut().enumerate().skip(from) {
+        if f.is_some_and(|f| f.seed == n) {
+            *f = None;
+        }
+        if f.is_none() {
+            want.entry(index.chunks[i].sha256).or_default().push(i);
+        }
+    }
+    if let Err(e) = scan(index, seed, n, &mut want, found) {
+        tracing::debug!(seed = %seed.path.display(), offset = seed.offset, error = %e, "local image not usable for chunks");
+    }
 }
 
 /// Chunk `seed`'s byte range as the publisher chunked the image, noting each wanted chunk.
@@ -151,14 +211,7 @@ fn scan(
     let range = file.take(seed.len.unwrap_or(u64::MAX));
     for c in chunk_stream(BufReader::with_capacity(1 << 20, range), index.params) {
         let (c, _) = c?;
-        if let Some(chunks) = want.remove(&c.sha256) {
-            for i in chunks {
-                found[i] = Some(Found {
-                    seed: n,
-                    offset: c.offset,
-                });
-            }
-        }
+        note(want, found, n, &c);
     }
     Ok(())
 }
@@ -265,6 +318,36 @@ mod tests {
         let one = Limits { ranges: 1, ..WIDE };
         assert_eq!(runs(&f, &ix, 0, one), vec![r(0, 2)]);
         assert_eq!(runs(&f, &ix, 3, one), vec![r(3, 4)]);
+    }
+
+    #[test]
+    fn a_seed_with_its_own_index_is_planned_unread() {
+        // The seed's file does not even exist: its index alone says where the chunks are, and
+        // the seed is marked trusted (the copy re-hashes). A rescan of it, once its bytes prove
+        // other than the index says, forgets those places from the chunk given on.
+        let ix = index(6);
+        let dir = tempfile::tempdir().unwrap();
+        let out = Out {
+            path: dir.path().join("b.partial"),
+            slot: None,
+        };
+        let gone = Seed::file(dir.path().join("not-there"));
+        let mut own = ix.clone();
+        own.chunks.retain(|c| c.offset != 2000);
+        let p = plan(&ix, &out, std::slice::from_ref(&gone), &[Some(own.clone())]).unwrap();
+        assert_eq!(p.trusted, vec![true]);
+        assert_eq!(p.held, 0);
+        let at = |o| Some(Found { seed: 0, offset: o });
+        assert_eq!(
+            p.found,
+            vec![at(0), at(1000), None, at(3000), at(4000), at(5000)]
+        );
+        let mut found = p.found.clone();
+        rescan(&ix, 3, &gone, 0, &mut found);
+        assert_eq!(found, vec![at(0), at(1000), None, None, None, None]);
+        // Without its index the same seed offers nothing (it cannot be read).
+        let p = plan(&ix, &out, std::slice::from_ref(&gone), &[None]).unwrap();
+        assert_eq!((p.trusted, p.found), (vec![false], vec![None; 6]));
     }
 
     #[test]
