@@ -67,12 +67,14 @@ fn thread<T: Send + 'static>(
 }
 
 impl ChunkWriter {
-    /// Open `path` (which must exist) for writing at byte `offset`, e.g. inside an OS slot of a disk.
+    /// Open `path` (which must exist) for writing at byte `offset`, e.g. inside an OS slot of a
+    /// disk, without hashing (every download hashes as it writes; the tests need no hash).
+    #[cfg(test)]
     pub(crate) async fn open_at(path: &Path, place: Place) -> Result<Self, PathError> {
         Self::start(path, place, None).await
     }
 
-    /// Like [`ChunkWriter::open_at`], and every chunk sent also goes through `ctx` (on a thread of
+    /// Open `path` for writing at `place`; every chunk sent also goes through `ctx` (on a thread of
     /// its own); [`ChunkWriter::close_hashed`] gives it back, covering exactly the chunks sent.
     pub(crate) async fn open_hashing(
         path: &Path,
@@ -123,11 +125,13 @@ impl ChunkWriter {
     }
 
     /// Stop accepting chunks, wait until everything queued is written, and report the writer's outcome.
+    #[cfg(test)]
     pub(crate) async fn close(self) -> Result<(), PathError> {
         self.close_hashed().await.map(|_| ())
     }
 
-    /// [`ChunkWriter::close`], also giving back the hash over every chunk sent (when opened hashing).
+    /// Stop accepting chunks, wait until everything queued is written, report the writer's
+    /// outcome, and give back the hash over every chunk sent (when opened hashing).
     pub(crate) async fn close_hashed(self) -> Result<Option<Context>, PathError> {
         drop(self.tx);
         drop(self.hash_tx);

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ring::digest::Context;
+use ring::digest::{Context, SHA256};
 use upd_channels::chunks::{sha256, ChunkIndex};
 use upd_durable::{rename_durable, PathError};
 
@@ -461,9 +461,11 @@ impl Fetcher {
                 .chunks
                 .get(a.done)
                 .map_or(j.index.size, |c| c.offset);
-            let writer = ChunkWriter::open_at(&a.out.path, a.out.place(at)).await?;
+            // The image's digest goes on over each chunk placed, on the writer's hashing thread.
+            let ctx = std::mem::replace(&mut a.ctx, Context::new(&SHA256));
+            let writer = ChunkWriter::open_hashing(&a.out.path, a.out.place(at), ctx).await?;
             let r = self.run_steps(j, a, &writer).await;
-            writer.close().await?;
+            a.ctx = writer.close_hashed().await?.expect("opened hashing");
             r
         })
         .await
@@ -594,14 +596,13 @@ impl Fetcher {
     }
 }
 
-/// Hash a verified chunk into the image's digest and queue it behind the ones before.
+/// Queue a verified chunk behind the ones before (the writer hashes it into the image's digest).
 async fn place(
     img: &Image<'_>,
     a: &mut Assembly,
     writer: &ChunkWriter,
     b: Bytes,
 ) -> Result<(), Fail> {
-    a.ctx.update(&b);
     let n = b.len() as u64;
     if writer.send(b).await.is_err() {
         // The writer stopped on an I/O error; closing it reports which.
