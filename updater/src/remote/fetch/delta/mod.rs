@@ -26,7 +26,9 @@ pub mod byteranges;
 mod plan;
 mod ranges;
 
+use std::collections::HashMap;
 use std::fs::File;
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -567,11 +569,30 @@ impl Fetcher {
         // A chunk of a trusted seed that differs from its index is `Stale` (the seed is chunked
         // then); of a chunked seed it means the seed changed since: the full download takes over.
         let read = tokio::task::spawn_blocking(move || {
+            // Each seed opened once, and the span of the batch it serves asked of the kernel at
+            // once (WILLNEED: read in large requests while the chunks are hashed one by one).
+            let mut files: HashMap<usize, File> = HashMap::new();
+            for (_, seed, _, n, _) in &jobs {
+                if files.contains_key(n) {
+                    continue;
+                }
+                let f = File::open(seed)
+                    .map_err(|e| Fail::Fallback(format!("reading {}: {e}", seed.display())))?;
+                let spans = jobs.iter().filter(|job| job.3 == *n);
+                let start = spans.clone().map(|job| job.2).min().unwrap_or(0);
+                let end = spans.map(|(c, _, o, _, _)| o + u64::from(c.length)).max();
+                // Only a span about the batch's size (chunks scattered over the seed: no advice).
+                let near = end.filter(|e| e - start <= 2 * COPY_BATCH);
+                if let Some(len) = near.and_then(|e| NonZeroU64::new(e - start)) {
+                    let _ = rustix::fs::fadvise(&f, start, Some(len), rustix::fs::Advice::WillNeed);
+                }
+                files.insert(*n, f);
+            }
             jobs.into_iter()
                 .map(|(c, seed, offset, n, trusted)| {
                     let mut buf = vec![0u8; c.length as usize];
-                    File::open(&seed)
-                        .and_then(|f| f.read_exact_at(&mut buf, offset))
+                    files[&n]
+                        .read_exact_at(&mut buf, offset)
                         .map_err(|e| Fail::Fallback(format!("reading {}: {e}", seed.display())))?;
                     if sha256(&buf) == c.sha256 {
                         Ok(Bytes::from(buf))
