@@ -415,6 +415,16 @@ struct Clobber {
     done: AtomicBool,
 }
 
+/// Progress that overwrites 8 MiB of `path` at `offset` the first time a transfer starts.
+fn clobbered(path: &std::path::Path, offset: u64) -> Arc<Clobber> {
+    Arc::new(Clobber {
+        path: path.to_path_buf(),
+        offset,
+        len: 8 * MIB,
+        done: AtomicBool::default(),
+    })
+}
+
 impl Progress for Clobber {
     fn start(&self, _name: &str, _total: u64) {
         use std::os::unix::fs::FileExt;
@@ -438,12 +448,7 @@ async fn seed_changing_between_planning_and_copying() {
     let w = world(Fault::Normal, good_index).await;
     let ix = good_index(&w.v2);
     let mut item = w.item(&ix);
-    item.progress = Arc::new(Clobber {
-        path: w.seed.clone(),
-        offset: 0,
-        len: 8 * MIB,
-        done: AtomicBool::default(),
-    });
+    item.progress = clobbered(&w.seed, 0);
     let out = w
         .run(&fetcher(0, Duration::from_secs(5)), &item)
         .await
@@ -626,12 +631,7 @@ async fn os_seed_changing_between_planning_and_copying() {
     let (w, disk, _) = os_world(Fault::Normal).await;
     let ix = good_index(&w.v2);
     let mut it = w.os_item(&disk, &ix);
-    it.progress = Arc::new(Clobber {
-        path: disk.clone(),
-        offset: A,
-        len: 8 * MIB,
-        done: AtomicBool::default(),
-    });
+    it.progress = clobbered(&disk, A);
     let out = w
         .run_os(&fetcher(0, Duration::from_secs(5)), &it)
         .await
@@ -1056,12 +1056,7 @@ async fn os_slot_rewritten_after_planning_from_its_index() {
     // fail their re-hash, it is chunked after all (nothing found), and every chunk comes by
     // closed ranges instead; slot B exactly v2.
     let (w, disk, _, mut it) = os_world_with_seed_index(None).await;
-    it.progress = Arc::new(Clobber {
-        path: disk.clone(),
-        offset: A,
-        len: 8 * MIB,
-        done: AtomicBool::default(),
-    });
+    it.progress = clobbered(&disk, A);
     let out = w
         .run_os(&fetcher(0, Duration::from_secs(5)), &it)
         .await
