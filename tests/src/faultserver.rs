@@ -94,6 +94,19 @@ pub enum BadMultipart {
     Truncated,
 }
 
+impl BadMultipart {
+    /// Every way, for a test to run them all.
+    pub const ALL: [BadMultipart; 7] = [
+        BadMultipart::Unasked,
+        BadMultipart::Overlap,
+        BadMultipart::Reversed,
+        BadMultipart::NoBoundary,
+        BadMultipart::GarbledBoundary,
+        BadMultipart::LongPart,
+        BadMultipart::Truncated,
+    ];
+}
+
 /// Where a path's bytes come from.
 #[derive(Debug, Clone)]
 pub enum Source {

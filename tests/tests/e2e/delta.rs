@@ -929,15 +929,7 @@ async fn os_slot_refuses_every_bad_multipart_answer() {
     // slot B with slot A's v1 as the seed: the answer is refused, the full stream takes over,
     // slot B ends exactly v2, slot A and the rest of the disk untouched.
     let (v1, v2) = scattered();
-    for bad in [
-        BadMultipart::Unasked,
-        BadMultipart::Overlap,
-        BadMultipart::Reversed,
-        BadMultipart::NoBoundary,
-        BadMultipart::GarbledBoundary,
-        BadMultipart::LongPart,
-        BadMultipart::Truncated,
-    ] {
+    for bad in BadMultipart::ALL {
         let fault = Fault::Multipart(bad);
         let (w, disk, mut before) = os_world(fault).await;
         before[A as usize..A as usize + v1.len()].copy_from_slice(&v1);
